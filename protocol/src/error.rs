@@ -1,0 +1,79 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong while interpreting bytes from a peer.
+///
+/// Handshake variants map to an HTTP status ([`Error::http_status`]); frame-layer variants map
+/// to the close code to send ([`Error::close_code`]); envelope variants are answered with an
+/// `error` message whose code is [`Error::wire_code`] and the connection stays open.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    // --- handshake (before the upgrade) ---
+    /// The request is not a valid HTTP/1.1 request or not a valid WebSocket upgrade.
+    /// Answer HTTP 400 and close the socket.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The method is not `GET`. Answer HTTP 405 and close.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// `Sec-WebSocket-Version` is not 13. Answer HTTP 426 listing version 13, then close.
+    #[error("unsupported websocket version")]
+    UnsupportedVersion,
+    /// The request head exceeds the byte or line cap. Answer HTTP 431 and close.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+
+    // --- frame layer (after the upgrade) ---
+    /// The peer broke RFC 6455 framing rules. Send Close 1002, then close.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// A text message (or a Close reason) is not valid UTF-8. Send Close 1007, then close.
+    #[error("invalid utf-8 in text message")]
+    InvalidUtf8,
+    /// A frame or the reassembled message exceeds the configured message size. Send Close
+    /// 1009, then close.
+    #[error("message too big: limit {limit} bytes")]
+    MessageTooBig {
+        /// The configured limit in bytes.
+        limit: usize,
+    },
+
+    // --- envelope (one message; the connection stays open) ---
+    /// A data message could not be read as a WSE envelope. Answer `error` `INVALID_MESSAGE`
+    /// (or hand the raw message to the application, depending on the caller).
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    /// A topic name breaks the rules of PROTOCOL.md §3. Answer `error` `INVALID_TOPIC`.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(&'static str),
+}
+
+impl Error {
+    /// The HTTP status to answer a failed handshake with, if this is a handshake error.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Error::BadRequest(_) => Some(400),
+            Error::MethodNotAllowed => Some(405),
+            Error::UnsupportedVersion => Some(426),
+            Error::HeadersTooLarge => Some(431),
+            _ => None,
+        }
+    }
+
+    /// The WebSocket close code to fail the connection with, if this is a frame-layer error.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Error::Protocol(_) => Some(1002),
+            Error::InvalidUtf8 => Some(1007),
+            Error::MessageTooBig { .. } => Some(1009),
+            _ => None,
+        }
+    }
+
+    /// The `error` message code (PROTOCOL.md §7) for an envelope-level error.
+    pub fn wire_code(&self) -> &'static str {
+        match self {
+            Error::InvalidTopic(_) => "INVALID_TOPIC",
+            _ => "INVALID_MESSAGE",
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Sans-I/O core of the WSE engine.
+//!
+//! Place in the data path: `socket → shard → **protocol** → fanout → shard → socket`. The shard
+//! reads bytes from a socket and pushes them through this crate; this crate tells it what the
+//! bytes mean and which bytes to send back. It owns:
+//!
+//! - [`handshake`]: the HTTP/1.1 upgrade request (RFC 6455 §4.2.1), plain HTTP responses;
+//! - [`frame`], [`mask`], [`close`], [`reader`], [`writer`]: the RFC 6455 frame layer and the
+//!   per-connection receive state machine (fragmentation, control frames, UTF-8, limits);
+//! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
+//!   and the messages the engine answers itself (§7).
+//!
+//! It deliberately does no I/O and never reads the clock: times are parameters, so every
+//! behaviour here is reproducible in a unit test.
+
+pub mod close;
+pub mod engine;
+pub mod envelope;
+mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+pub mod reader;
+pub mod time;
+pub mod topic;
+pub mod writer;
+
+pub use error::Error;
