@@ -1,0 +1,441 @@
+//! The messages the engine handles itself (PROTOCOL.md §5 and §7).
+//!
+//! Place in the data path: `shard → protocol (envelope → **engine**) → shard/fanout`. After
+//! [`crate::envelope::parse_inbound`], [`classify`] tells the shard whether a client message
+//! is a heartbeat, the `client_hello`, a subscription change or a publish (which the engine
+//! acts on), or anything else (which goes to the application). The builders below write the
+//! engine's own answers as JSON text with a fixed key order.
+//!
+//! Left to others: ACLs, subscription limits and history (`fanout/`), E2E key agreement and
+//! signing, `sync_request` (answered by the application), and all timing decisions.
+
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+
+use crate::envelope::{direct_with, priority_of, DirectMeta, Inbound, ObjectWriter, Priority};
+use crate::topic::validate_topic;
+use crate::Error;
+
+/// A client message, sorted by who handles it.
+#[derive(Debug, Clone)]
+pub enum ClientMessage {
+    /// `ping` (or `PING`): answer at once with [`pong`].
+    Ping {
+        /// `p.timestamp`, the client's clock in unix milliseconds, when it is a number.
+        timestamp: Option<f64>,
+        /// Correlation id to echo on the `PONG`.
+        cid: Option<String>,
+    },
+    /// `client_hello`: answer with [`server_hello`].
+    ClientHello(ClientHello),
+    /// `subscription_update` from the client: apply it, answer with [`subscription_answer`],
+    /// then hand [`SubscriptionUpdate::inbound`] to the application.
+    Subscription(SubscriptionUpdate),
+    /// `publish` (**ext**): publish to a topic if the connection may.
+    Publish(PublishRequest),
+    /// Anything else: a `msg` event for the application.
+    App(Inbound),
+}
+
+/// The parts of a `client_hello` the engine uses (PROTOCOL.md §5).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientHello {
+    /// `p.protocol_version`, when it is an integer.
+    pub protocol_version: Option<i64>,
+    /// `p.client_version`, when it is a string.
+    pub client_version: Option<String>,
+    /// `p.features.encryption` is `true`: the client asks for E2E encryption.
+    pub wants_encryption: bool,
+    /// `p.encryption_public_key`: base64 of the client's P-256 point, when it is a string.
+    pub encryption_public_key: Option<String>,
+    /// Correlation id to echo on the answer.
+    pub cid: Option<String>,
+}
+
+/// `action` of a `subscription_update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubscriptionAction {
+    /// Start receiving the listed topics.
+    Subscribe,
+    /// Stop receiving the listed topics.
+    Unsubscribe,
+}
+
+impl SubscriptionAction {
+    /// The wire spelling: `"subscribe"` or `"unsubscribe"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionAction::Subscribe => "subscribe",
+            SubscriptionAction::Unsubscribe => "unsubscribe",
+        }
+    }
+}
+
+/// A client's `subscription_update` request.
+#[derive(Debug, Clone)]
+pub struct SubscriptionUpdate {
+    /// Subscribe or unsubscribe.
+    pub action: SubscriptionAction,
+    /// Topic names or patterns, not yet validated (each may fail on its own in the answer).
+    pub topics: Vec<String>,
+    /// `p.recover` is `true`: replay history from the positions in `recovery`.
+    pub recover: bool,
+    /// `p.recovery` as sent (`{topic: {epoch, offset}}`), read by the recovery code.
+    pub recovery: Option<Value>,
+    /// `p.filters` as sent (`{topic: criteria}`), read by the filter code.
+    pub filters: Option<Value>,
+    /// The whole message, which the application also receives as a `msg` event (§8).
+    pub inbound: Inbound,
+}
+
+/// A client's `publish` request (**ext**).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The topic; checked to be a valid name without wildcards.
+    pub topic: String,
+    /// `p.data` serialised back to JSON text, ready for [`crate::envelope::publication`].
+    pub data_json: String,
+    /// `p.type`, the publication's `t`; the topic name is used when absent.
+    pub event_type: Option<String>,
+    /// `p.pri`, else the envelope's `pri`, else normal.
+    pub pri: Priority,
+    /// Correlation id to echo on an error answer.
+    pub cid: Option<String>,
+}
+
+/// Sorts a parsed client message (see [`ClientMessage`]).
+///
+/// Errors with [`Error::InvalidMessage`] when an engine message is malformed (for example a
+/// `subscription_update` without an `action`), and with [`Error::InvalidTopic`] when a
+/// `publish` names a bad topic.
+pub fn classify(inbound: Inbound) -> Result<ClientMessage, Error> {
+    match inbound.t.as_str() {
+        "ping" | "PING" => Ok(read_ping(inbound)),
+        "client_hello" => read_client_hello(inbound).map(ClientMessage::ClientHello),
+        "subscription_update" => read_subscription(inbound).map(ClientMessage::Subscription),
+        "publish" => read_publish(inbound).map(ClientMessage::Publish),
+        _ => Ok(ClientMessage::App(inbound)),
+    }
+}
+
+/// What the server offers, written as `features` in `server_ready` and `server_hello`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// `C:` compressed frames.
+    pub compression: bool,
+    /// E2E encryption (`E:` frames).
+    pub encryption: bool,
+    /// `format=msgpack` connections.
+    pub msgpack: bool,
+    /// Topic history and recovery on subscribe.
+    pub recovery: bool,
+    /// Priority queues.
+    pub priority_queue: bool,
+    /// Several messages per write.
+    pub batching: bool,
+    /// JWTs are validated by the engine.
+    pub rust_jwt: bool,
+    /// The socket layer is the Rust engine.
+    pub rust_transport: bool,
+}
+
+impl Features {
+    /// Appends the features as a JSON object, keys in declaration order.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = ObjectWriter::new(out);
+        w.boolean("compression", self.compression).boolean("encryption", self.encryption);
+        w.boolean("msgpack", self.msgpack).boolean("recovery", self.recovery);
+        w.boolean("priority_queue", self.priority_queue).boolean("batching", self.batching);
+        w.boolean("rust_jwt", self.rust_jwt).boolean("rust_transport", self.rust_transport);
+        w.finish();
+    }
+}
+
+/// Limits announced in `server_hello` (`p.limits`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Largest message accepted, in bytes.
+    pub max_message_size: u64,
+    /// Inbound token bucket size, in messages.
+    pub rate_limit_capacity: u64,
+    /// Inbound token bucket refill, in messages per second.
+    pub rate_limit_refill: f64,
+}
+
+/// The contents of a `server_hello` (PROTOCOL.md §5).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerHello<'a> {
+    /// The connection's id (the same as in `server_ready`).
+    pub connection_id: &'a str,
+    /// The server's version string.
+    pub server_version: &'a str,
+    /// Interval of the server's `ping` messages, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// The connection's limits.
+    pub limits: Limits,
+    /// What the server offers.
+    pub features: Features,
+    /// The server's public key, only when E2E was agreed.
+    pub encryption_public_key: Option<&'a str>,
+}
+
+/// Appends `server_ready`, the first message of every admitted connection (`meta.seq` 1).
+///
+/// `p` is `{message, details: {connection_id, user_id, server_time, version, features}}`;
+/// `user_id` is `null` for anonymous connections and `server_time` is `meta.now_ms`.
+pub fn server_ready(
+    connection_id: &str,
+    user_id: Option<&str>,
+    features: &Features,
+    meta: &DirectMeta<'_>,
+    out: &mut Vec<u8>,
+) {
+    direct_with("server_ready", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        p.string("message", "Connection established").nested("details", |out| {
+            let mut d = ObjectWriter::new(out);
+            d.string("connection_id", connection_id).opt_string("user_id", user_id);
+            d.timestamp("server_time", meta.now_ms).uint("version", PROTOCOL_VERSION);
+            d.nested("features", |out| features.write_json(out));
+            d.finish();
+        });
+        p.finish();
+    });
+}
+
+/// Appends `server_hello`, the answer to `client_hello`. `server_time` is `meta.now_ms`.
+pub fn server_hello(hello: &ServerHello<'_>, meta: &DirectMeta<'_>, out: &mut Vec<u8>) {
+    direct_with("server_hello", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        p.string("connection_id", hello.connection_id);
+        p.string("server_version", hello.server_version).uint("protocol_version", PROTOCOL_VERSION);
+        p.timestamp("server_time", meta.now_ms).uint("ping_interval", hello.ping_interval_ms);
+        p.nested("features", |out| hello.features.write_json(out));
+        p.nested("limits", |out| write_limits(&hello.limits, out));
+        if let Some(key) = hello.encryption_public_key {
+            p.string("encryption_public_key", key);
+        }
+        p.finish();
+    });
+}
+
+/// Appends `PONG`, the answer to a client `ping`; the bytes start with [`PONG_PREFIX`].
+///
+/// `p` is `{client_timestamp, server_timestamp, latency}` in milliseconds; `latency` is
+/// `server_ms - client_timestamp` (negative when the clocks disagree), `null` without a
+/// client timestamp.
+pub fn pong(
+    client_timestamp: Option<f64>,
+    server_ms: u64,
+    meta: &DirectMeta<'_>,
+    out: &mut Vec<u8>,
+) {
+    direct_with("PONG", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        match client_timestamp {
+            Some(client) => p.number("client_timestamp", client),
+            None => p.null("client_timestamp"),
+        };
+        p.uint("server_timestamp", server_ms);
+        match client_timestamp {
+            Some(client) => p.number("latency", server_ms as f64 - client),
+            None => p.null("latency"),
+        };
+        p.finish();
+    });
+}
+
+/// Appends the server's heartbeat `{"c":"WSE","t":"ping","p":{"server_time":ms},"ts","v":1}`.
+///
+/// It starts with [`SERVER_PING_PREFIX`]. `server_time` is unix milliseconds, like the
+/// client's `ping` timestamp. Unlike direct messages it has no `seq` and no `id`: one ping
+/// text is built per tick and sent to every connection, and a ping lost to backpressure must
+/// not look like a gap in the connection's direct messages.
+pub fn server_ping(server_ms: u64, out: &mut Vec<u8>) {
+    let mut w = ObjectWriter::new(out);
+    w.string("c", "WSE").string("t", "ping").nested("p", |out| {
+        let mut p = ObjectWriter::new(out);
+        p.uint("server_time", server_ms);
+        p.finish();
+    });
+    w.timestamp("ts", server_ms).uint("v", PROTOCOL_VERSION);
+    w.finish();
+}
+
+/// Appends the answer to a `subscription_update`.
+///
+/// `p` is `{action, success_topics, failed_topics, errors, recovery}`. `failed_topics` stays
+/// a list of topic names, as 2.x clients read it; the reason for each is in the separate
+/// `errors` map (`{topic: reason}`). `recovery` is `{}` until recovery is implemented.
+pub fn subscription_answer(
+    action: SubscriptionAction,
+    success_topics: &[impl AsRef<str>],
+    failed_topics: &[(String, &str)],
+    meta: &DirectMeta<'_>,
+    out: &mut Vec<u8>,
+) {
+    direct_with("subscription_update", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        p.string("action", action.as_str());
+        p.nested("success_topics", |out| write_str_array(success_topics.iter(), out));
+        p.nested("failed_topics", |out| write_str_array(failed_topics.iter().map(|f| &f.0), out));
+        p.nested("errors", |out| {
+            let mut errors = ObjectWriter::new(out);
+            for (topic, reason) in failed_topics {
+                errors.string(topic, reason);
+            }
+            errors.finish();
+        });
+        p.raw("recovery", b"{}");
+        p.finish();
+    });
+}
+
+/// Appends an `error` message `{code, message, recoverable[, retry_after]}`; `retry_after`
+/// is in seconds and left out when `None`.
+pub fn error(
+    code: &str,
+    message: &str,
+    recoverable: bool,
+    retry_after: Option<f64>,
+    meta: &DirectMeta<'_>,
+    out: &mut Vec<u8>,
+) {
+    direct_with("error", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        p.string("code", code).string("message", message).boolean("recoverable", recoverable);
+        if let Some(seconds) = retry_after {
+            p.number("retry_after", seconds);
+        }
+        p.finish();
+    });
+}
+
+/// Appends the recoverable `error` message for an envelope-level [`Error`]: its
+/// [`Error::wire_code`] and its text.
+pub fn error_for(err: &Error, meta: &DirectMeta<'_>, out: &mut Vec<u8>) {
+    error(err.wire_code(), &err.to_string(), true, None, meta, out);
+}
+
+/// `ping` from the client; a payload without a numeric `timestamp` is still a ping.
+fn read_ping(inbound: Inbound) -> ClientMessage {
+    let timestamp = inbound.p.get("timestamp").and_then(|v| v.as_f64());
+    ClientMessage::Ping { timestamp, cid: inbound.cid }
+}
+
+/// `client_hello`; every field is optional, but the payload must be an object.
+fn read_client_hello(inbound: Inbound) -> Result<ClientHello, Error> {
+    let p = object_payload(&inbound, "client_hello")?;
+    let wants_encryption = p.get("features").and_then(|f| f.get("encryption")).is_some_and(is_true);
+    Ok(ClientHello {
+        protocol_version: p.get("protocol_version").and_then(|v| v.as_i64()),
+        client_version: owned_str(p.get("client_version")),
+        wants_encryption,
+        encryption_public_key: owned_str(p.get("encryption_public_key")),
+        cid: inbound.cid,
+    })
+}
+
+/// `subscription_update`: needs an `action` and `topics` (a list of strings, or one string).
+fn read_subscription(inbound: Inbound) -> Result<SubscriptionUpdate, Error> {
+    let p = object_payload(&inbound, "subscription_update")?;
+    let action = match p.get("action").and_then(|v| v.as_str()) {
+        Some("subscribe") => SubscriptionAction::Subscribe,
+        Some("unsubscribe") => SubscriptionAction::Unsubscribe,
+        _ => return Err(invalid("subscription_update action must be subscribe or unsubscribe")),
+    };
+    let topics = read_topics(p.get("topics"))?;
+    let recover = p.get("recover").is_some_and(is_true);
+    let recovery = p.get("recovery").cloned();
+    let filters = p.get("filters").cloned();
+    Ok(SubscriptionUpdate { action, topics, recover, recovery, filters, inbound })
+}
+
+/// `publish`: needs a valid `topic` without wildcards and a `data` value.
+fn read_publish(inbound: Inbound) -> Result<PublishRequest, Error> {
+    let p = object_payload(&inbound, "publish")?;
+    let topic = p
+        .get("topic")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| invalid("publish needs a string topic"))?;
+    validate_topic(topic, false)?;
+    let data = p.get("data").ok_or_else(|| invalid("publish needs data"))?;
+    let data_json = sonic_rs::to_string(data).map_err(|_| invalid("publish data is not JSON"))?;
+    let event_type = match p.get("type") {
+        None => None,
+        Some(v) => Some(v.as_str().ok_or_else(|| invalid("publish type must be a string"))?),
+    };
+
+    let pri = p.get("pri").and_then(priority_of).or(inbound.pri).unwrap_or_default();
+    Ok(PublishRequest {
+        topic: topic.to_owned(),
+        data_json,
+        event_type: event_type.map(str::to_owned),
+        pri,
+        cid: inbound.cid.clone(),
+    })
+}
+
+/// `topics` as a list of strings; a single string is a list of one.
+fn read_topics(topics: Option<&Value>) -> Result<Vec<String>, Error> {
+    let topics = topics.ok_or_else(|| invalid("subscription_update needs topics"))?;
+    if let Some(topic) = topics.as_str() {
+        return Ok(vec![topic.to_owned()]);
+    }
+    let list = topics.as_array().ok_or_else(|| invalid("topics must be a list of strings"))?;
+    list.iter()
+        .map(|t| owned_str(Some(t)).ok_or_else(|| invalid("topics must be a list of strings")))
+        .collect()
+}
+
+/// The payload of `inbound` if it is an object, else an error naming message type `t`.
+fn object_payload<'a>(inbound: &'a Inbound, t: &str) -> Result<&'a Value, Error> {
+    if inbound.p.is_object() {
+        return Ok(&inbound.p);
+    }
+    Err(Error::InvalidMessage(format!("{t} payload must be an object")))
+}
+
+/// Appends `limits` as `{max_message_size, rate_limit_capacity, rate_limit_refill}`.
+fn write_limits(limits: &Limits, out: &mut Vec<u8>) {
+    let mut w = ObjectWriter::new(out);
+    w.uint("max_message_size", limits.max_message_size);
+    w.uint("rate_limit_capacity", limits.rate_limit_capacity);
+    w.number("rate_limit_refill", limits.rate_limit_refill);
+    w.finish();
+}
+
+/// Appends a JSON array of strings.
+fn write_str_array<S: AsRef<str>>(items: impl Iterator<Item = S>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        crate::envelope::write_str(item.as_ref(), out);
+    }
+    out.push(b']');
+}
+
+/// The value as an owned string, if it is one.
+fn owned_str(value: Option<&Value>) -> Option<String> {
+    value.and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+/// Whether the value is JSON `true` (anything else, including `"true"`, is false).
+fn is_true(value: &Value) -> bool {
+    value.as_bool() == Some(true)
+}
+
+/// An [`Error::InvalidMessage`] with a fixed reason.
+fn invalid(reason: &str) -> Error {
+    Error::InvalidMessage(reason.to_owned())
+}
+
+/// The bytes every server heartbeat starts with; 2.x clients match them as text (§7).
+pub const SERVER_PING_PREFIX: &[u8] = br#"{"c":"WSE","t":"ping","p":"#;
+
+/// The bytes every answer to a client ping starts with; 2.x clients match them as text (§7).
+pub const PONG_PREFIX: &[u8] = br#"{"c":"WSE","t":"PONG","p":"#;
+
+/// The envelope version, `v`, and `version` in `server_ready`.
+pub const PROTOCOL_VERSION: u64 = 1;
