@@ -1,1 +1,27 @@
-//! placeholder
+//! Topics, subscriptions and the cross-shard publication path of the WSE engine.
+//!
+//! Place in the data path: `socket → shard → protocol → **fanout** → shard → socket`. A
+//! publication is routed to its topic's owner shard ([`owner`]), stamped with its topic
+//! position there ([`sequencer`]), encoded once, and sent to every shard, where the shard-local
+//! subscription index ([`index`], with [`glob`] for wildcard patterns) names the connections to
+//! queue it for.
+//!
+//! The modules here are pure: no I/O, no executor, no clock (time is a parameter). Moving
+//! publications between shards is the job of the mesh module (glommio rings); the Redis bridge
+//! for multi-instance fan-out comes later too. Sockets, connection queues and access control
+//! stay in `shard`.
+
+pub mod glob;
+pub mod ids;
+pub mod index;
+pub mod owner;
+pub mod sequencer;
+
+// Runtime modules, the only ones that run on a glommio executor, go below this line.
+// (`mesh`: the cross-shard SPSC rings, is declared here when it lands.)
+
+pub use glob::glob_match;
+pub use ids::{ConnId, ShardId};
+pub use index::TopicIndex;
+pub use owner::owner_shard;
+pub use sequencer::{Stamp, TopicSequencer};
