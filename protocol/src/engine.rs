@@ -439,3 +439,354 @@ pub const PONG_PREFIX: &[u8] = br#"{"c":"WSE","t":"PONG","p":"#;
 
 /// The envelope version, `v`, and `version` in `server_ready`.
 pub const PROTOCOL_VERSION: u64 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::parse_inbound;
+
+    /// 2026-01-15T10:30:00.123Z.
+    const NOW: u64 = 1_768_473_000_123;
+
+    fn classified(text: &str) -> Result<ClientMessage, Error> {
+        classify(parse_inbound(text.as_bytes()).expect("valid envelope"))
+    }
+
+    fn meta() -> DirectMeta<'static> {
+        DirectMeta::new(1, "m1", NOW)
+    }
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).expect("builders write UTF-8")
+    }
+
+    fn payload(out: &[u8]) -> Value {
+        let value: Value = sonic_rs::from_slice(out).expect("builder output is JSON");
+        value.get("p").cloned().expect("a payload")
+    }
+
+    fn keys(value: &Value) -> Vec<String> {
+        let object = value.as_object().expect("an object");
+        object.iter().map(|(k, _)| k.to_owned()).collect()
+    }
+
+    #[test]
+    fn classifies_ping_in_both_spellings() {
+        for t in ["ping", "PING"] {
+            let msg = classified(&format!(r#"{{"t":"{t}","p":{{"timestamp":1700}},"cid":"c"}}"#));
+            let Ok(ClientMessage::Ping { timestamp, cid }) = msg else { panic!("{t}: {msg:?}") };
+            assert_eq!((timestamp, cid.as_deref()), (Some(1700.0), Some("c")));
+        }
+    }
+
+    #[test]
+    fn ping_without_timestamp_is_still_a_ping() {
+        for text in [r#"{"t":"ping"}"#, r#"{"t":"ping","p":{"timestamp":"x"}}"#] {
+            let msg = classified(text);
+            assert!(matches!(msg, Ok(ClientMessage::Ping { timestamp: None, .. })), "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_client_hello() {
+        let msg = classified(concat!(
+            r#"{"t":"client_hello","p":{"protocol_version":1,"client_version":"2.5.1","#,
+            r#""features":{"encryption":true},"encryption_public_key":"BAAA"}}"#
+        ));
+        let Ok(ClientMessage::ClientHello(hello)) = msg else { panic!("{msg:?}") };
+        assert_eq!(hello.protocol_version, Some(1));
+        assert_eq!(hello.client_version.as_deref(), Some("2.5.1"));
+        assert!(hello.wants_encryption);
+        assert_eq!(hello.encryption_public_key.as_deref(), Some("BAAA"));
+    }
+
+    #[test]
+    fn client_hello_defaults_to_no_encryption() {
+        let msg = classified(r#"{"t":"client_hello","p":{"features":{"encryption":"yes"}}}"#);
+        let Ok(ClientMessage::ClientHello(hello)) = msg else { panic!("{msg:?}") };
+        assert_eq!(hello, ClientHello::default());
+    }
+
+    #[test]
+    fn rejects_client_hello_without_object_payload() {
+        let msg = classified(r#"{"t":"client_hello","p":[1]}"#);
+        assert!(matches!(msg, Err(Error::InvalidMessage(_))));
+    }
+
+    #[test]
+    fn reads_subscription_update_with_recovery_and_filters() {
+        let msg = classified(concat!(
+            r#"{"t":"subscription_update","cid":"c","p":{"action":"subscribe","#,
+            r#""topics":["a","b.*"],"recover":true,"recovery":{"a":{"epoch":"0000002a","#,
+            r#""offset":3}},"filters":{"a":{"p.x":{"$gt":1}}}}}"#
+        ));
+        let Ok(ClientMessage::Subscription(sub)) = msg else { panic!("{msg:?}") };
+        assert_eq!(sub.action, SubscriptionAction::Subscribe);
+        assert_eq!(sub.topics, ["a", "b.*"]);
+        assert!(sub.recover);
+        let epoch = sub.recovery.as_ref().and_then(|r| r.pointer(["a", "epoch"]));
+        assert_eq!(epoch.and_then(|e| e.as_str()), Some("0000002a"));
+        assert!(sub.filters.is_some_and(|f| f.get("a").is_some()));
+        assert_eq!(sub.inbound.cid.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn accepts_single_topic_string_and_defaults() {
+        let msg =
+            classified(r#"{"t":"subscription_update","p":{"action":"unsubscribe","topics":"a"}}"#);
+        let Ok(ClientMessage::Subscription(sub)) = msg else { panic!("{msg:?}") };
+        assert_eq!(sub.action, SubscriptionAction::Unsubscribe);
+        assert_eq!(sub.topics, ["a"]);
+        assert!(!sub.recover && sub.recovery.is_none() && sub.filters.is_none());
+    }
+
+    #[test]
+    fn rejects_malformed_subscription_updates() {
+        let bad = [
+            r#"{"t":"subscription_update","p":{"topics":["a"]}}"#,
+            r#"{"t":"subscription_update","p":{"action":"join","topics":["a"]}}"#,
+            r#"{"t":"subscription_update","p":{"action":"subscribe"}}"#,
+            r#"{"t":"subscription_update","p":{"action":"subscribe","topics":["a",1]}}"#,
+            r#"{"t":"subscription_update","p":{"action":"subscribe","topics":{"a":1}}}"#,
+            r#"{"t":"subscription_update","p":"subscribe"}"#,
+        ];
+        for text in bad {
+            assert!(matches!(classified(text), Err(Error::InvalidMessage(_))), "{text}");
+        }
+    }
+
+    #[test]
+    fn reads_publish_with_data_as_json_text() {
+        let msg = classified(concat!(
+            r#"{"t":"publish","cid":"c","p":{"topic":"chat.1","data":{"m":"hi \"x\""},"#,
+            r#""type":"chat_message","pri":8}}"#
+        ));
+        let Ok(ClientMessage::Publish(publish)) = msg else { panic!("{msg:?}") };
+        assert_eq!(publish.topic, "chat.1");
+        assert_eq!(publish.data_json, r#"{"m":"hi \"x\""}"#);
+        assert_eq!(publish.event_type.as_deref(), Some("chat_message"));
+        assert_eq!(publish.pri, Priority::High);
+        assert_eq!(publish.cid.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn publish_priority_falls_back_to_envelope_then_normal() {
+        let msg = classified(r#"{"t":"publish","pri":3,"p":{"topic":"a","data":null}}"#);
+        let Ok(ClientMessage::Publish(publish)) = msg else { panic!("{msg:?}") };
+        assert_eq!((publish.pri, publish.data_json.as_str()), (Priority::Low, "null"));
+        let msg = classified(r#"{"t":"publish","p":{"topic":"a","data":1}}"#);
+        let Ok(ClientMessage::Publish(publish)) = msg else { panic!("{msg:?}") };
+        assert_eq!((publish.pri, publish.event_type), (Priority::Normal, None));
+    }
+
+    #[test]
+    fn rejects_publish_to_wildcard_topic() {
+        let msg = classified(r#"{"t":"publish","p":{"topic":"a.*","data":1}}"#);
+        let err = msg.expect_err("wildcards are not publishable");
+        assert_eq!(err.wire_code(), "INVALID_TOPIC");
+    }
+
+    #[test]
+    fn rejects_malformed_publish() {
+        let bad = [
+            r#"{"t":"publish","p":{"data":1}}"#,
+            r#"{"t":"publish","p":{"topic":5,"data":1}}"#,
+            r#"{"t":"publish","p":{"topic":"a"}}"#,
+            r#"{"t":"publish","p":{"topic":"a","data":1,"type":2}}"#,
+            r#"{"t":"publish"}"#,
+        ];
+        for text in bad {
+            assert!(matches!(classified(text), Err(Error::InvalidMessage(_))), "{text}");
+        }
+    }
+
+    #[test]
+    fn passes_other_types_to_the_application() {
+        for t in ["sync_request", "chat", "Ping", "pong", "server_hello"] {
+            let msg = classified(&format!(r#"{{"t":"{t}","p":{{"k":1}}}}"#));
+            let Ok(ClientMessage::App(inbound)) = msg else { panic!("{t}: {msg:?}") };
+            assert_eq!(inbound.t, t);
+        }
+    }
+
+    #[test]
+    fn writes_server_ready() {
+        let features = Features { compression: true, rust_transport: true, ..Features::default() };
+        let mut out = Vec::new();
+        server_ready("conn-1", Some("u\"1"), &features, &meta(), &mut out);
+        let expected = concat!(
+            r#"{"c":"WSE","t":"server_ready","p":{"message":"Connection established","#,
+            r#""details":{"connection_id":"conn-1","user_id":"u\"1","#,
+            r#""server_time":"2026-01-15T10:30:00.123Z","version":1,"features":{"#,
+            r#""compression":true,"encryption":false,"msgpack":false,"recovery":false,"#,
+            r#""priority_queue":false,"batching":false,"rust_jwt":false,"#,
+            r#""rust_transport":true}}},"id":"m1","ts":"2026-01-15T10:30:00.123Z","v":1,"#,
+            r#""seq":1}"#
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn server_ready_writes_null_user_for_anonymous_connections() {
+        let mut out = Vec::new();
+        server_ready("c", None, &Features::default(), &meta(), &mut out);
+        let user = payload(&out).pointer(["details", "user_id"]).cloned();
+        assert!(user.is_some_and(|u| u.is_null()));
+    }
+
+    #[test]
+    fn writes_server_hello() {
+        let hello = ServerHello {
+            connection_id: "conn-1",
+            server_version: "0.1.0",
+            ping_interval_ms: 25_000,
+            limits: Limits {
+                max_message_size: 1_048_576,
+                rate_limit_capacity: 100_000,
+                rate_limit_refill: 10_000.0,
+            },
+            features: Features::default(),
+            encryption_public_key: None,
+        };
+        let mut out = Vec::new();
+        server_hello(&hello, &meta(), &mut out);
+        let p = payload(&out);
+        let expected_keys = [
+            "connection_id",
+            "server_version",
+            "protocol_version",
+            "server_time",
+            "ping_interval",
+            "features",
+            "limits",
+        ];
+        assert_eq!(keys(&p), expected_keys);
+        let limits = concat!(
+            r#""limits":{"max_message_size":1048576,"rate_limit_capacity":100000,"#,
+            r#""rate_limit_refill":10000}"#
+        );
+        assert!(text(&out).contains(limits), "{}", text(&out));
+        assert!(text(&out).starts_with(r#"{"c":"WSE","t":"server_hello","p":{"connection_id""#));
+
+        let hello = ServerHello { encryption_public_key: Some("BKEY"), ..hello };
+        let mut out = Vec::new();
+        server_hello(&hello, &meta(), &mut out);
+        let key =
+            payload(&out).get("encryption_public_key").and_then(|k| k.as_str().map(str::to_owned));
+        assert_eq!(key.as_deref(), Some("BKEY"));
+    }
+
+    #[test]
+    fn pong_starts_with_heartbeat_prefix_and_reports_latency() {
+        let mut out = Vec::new();
+        pong(Some(1_000.0), 1_250, &meta().with_cid(Some("c")), &mut out);
+        assert!(out.starts_with(PONG_PREFIX), "{}", text(&out));
+        let expected_p = r#""p":{"client_timestamp":1000,"server_timestamp":1250,"latency":250}"#;
+        assert!(text(&out).contains(expected_p), "{}", text(&out));
+        let value: Value = sonic_rs::from_slice(&out).expect("JSON");
+        assert_eq!(keys(&value), ["c", "t", "p", "id", "ts", "v", "seq", "cid"]);
+    }
+
+    #[test]
+    fn pong_without_client_timestamp_writes_nulls() {
+        let mut out = Vec::new();
+        pong(None, 1_250, &meta(), &mut out);
+        assert!(out.starts_with(PONG_PREFIX));
+        let expected_p = r#""p":{"client_timestamp":null,"server_timestamp":1250,"latency":null}"#;
+        assert!(text(&out).contains(expected_p), "{}", text(&out));
+    }
+
+    #[test]
+    fn pong_keeps_fractional_client_timestamps() {
+        let mut out = Vec::new();
+        pong(Some(999.5), 1_000, &meta(), &mut out);
+        let p = payload(&out);
+        assert_eq!(p.get("client_timestamp").and_then(|v| v.as_f64()), Some(999.5));
+        assert_eq!(p.get("latency").and_then(|v| v.as_f64()), Some(0.5));
+    }
+
+    #[test]
+    fn server_ping_is_byte_exact() {
+        let mut out = Vec::new();
+        server_ping(NOW, &mut out);
+        assert!(out.starts_with(SERVER_PING_PREFIX));
+        let expected = concat!(
+            r#"{"c":"WSE","t":"ping","p":{"server_time":1768473000123},"#,
+            r#""ts":"2026-01-15T10:30:00.123Z","v":1}"#
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn heartbeat_prefixes_match_protocol_text() {
+        assert_eq!(SERVER_PING_PREFIX, b"{\"c\":\"WSE\",\"t\":\"ping\",\"p\":");
+        assert_eq!(PONG_PREFIX, b"{\"c\":\"WSE\",\"t\":\"PONG\",\"p\":");
+    }
+
+    #[test]
+    fn subscription_answer_lists_failed_topics_and_reasons_apart() {
+        let failed = [("bad topic".to_owned(), "FORBIDDEN"), ("q\"".to_owned(), "INVALID_TOPIC")];
+        let mut out = Vec::new();
+        subscription_answer(
+            SubscriptionAction::Subscribe,
+            &["a", "b.*"],
+            &failed,
+            &meta(),
+            &mut out,
+        );
+        let expected = concat!(
+            r#"{"c":"WSE","t":"subscription_update","p":{"action":"subscribe","#,
+            r#""success_topics":["a","b.*"],"failed_topics":["bad topic","q\""],"#,
+            r#""errors":{"bad topic":"FORBIDDEN","q\"":"INVALID_TOPIC"},"recovery":{}},"#
+        );
+        assert!(text(&out).starts_with(expected), "{}", text(&out));
+        assert_eq!(
+            payload(&out).pointer(["errors", "q\""]).and_then(|v| v.as_str()),
+            Some("INVALID_TOPIC")
+        );
+    }
+
+    #[test]
+    fn subscription_answer_with_nothing_writes_empty_lists() {
+        let mut out = Vec::new();
+        subscription_answer(
+            SubscriptionAction::Unsubscribe,
+            &[] as &[String],
+            &[],
+            &meta(),
+            &mut out,
+        );
+        let expected_p = concat!(
+            r#""p":{"action":"unsubscribe","success_topics":[],"failed_topics":[],"#,
+            r#""errors":{},"recovery":{}}"#
+        );
+        assert!(text(&out).contains(expected_p), "{}", text(&out));
+    }
+
+    #[test]
+    fn writes_error_with_and_without_retry_after() {
+        let mut out = Vec::new();
+        error("RATE_LIMITED", "slow \"down\"\n", true, Some(1.5), &meta(), &mut out);
+        let expected_p = concat!(
+            r#""p":{"code":"RATE_LIMITED","message":"slow \"down\"\n","recoverable":true,"#,
+            r#""retry_after":1.5}"#
+        );
+        assert!(text(&out).contains(expected_p), "{}", text(&out));
+        let mut out = Vec::new();
+        error("FORBIDDEN", "no", false, None, &meta(), &mut out);
+        assert_eq!(keys(&payload(&out)), ["code", "message", "recoverable"]);
+    }
+
+    #[test]
+    fn error_for_uses_wire_code_and_text() {
+        let mut out = Vec::new();
+        error_for(&Error::InvalidTopic("topic name is empty"), &meta(), &mut out);
+        let p = payload(&out);
+        assert_eq!(p.get("code").and_then(|v| v.as_str()), Some("INVALID_TOPIC"));
+        assert_eq!(
+            p.get("message").and_then(|v| v.as_str()),
+            Some("invalid topic: topic name is empty")
+        );
+        assert_eq!(p.get("recoverable").and_then(|v| v.as_bool()), Some(true));
+    }
+}

@@ -440,8 +440,363 @@ const SYSTEM_TYPES: [&str; 10] = [
     "PONG",
 ];
 
-/// The deepest nesting of arrays and objects accepted in a client message.
-pub const MAX_NESTING: usize = 128;
+/// The deepest nesting of arrays and objects accepted in a client message, the envelope
+/// object included.
+///
+/// sonic-rs parses recursively. Measured here: in a debug build it overflows a 2 MiB thread
+/// stack at 41 to 50 levels; in release it stops at 254 levels by itself. 32 levels keep
+/// both builds safe and are far more than real envelopes use.
+pub const MAX_NESTING: usize = 32;
 
 /// 2^53: beyond it not every integer is an f64, so larger values are written as floats.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+#[cfg(test)]
+mod tests {
+    use sonic_rs::JsonContainerTrait;
+
+    use super::*;
+
+    /// 2026-01-15T10:30:00.123Z.
+    const NOW: u64 = 1_768_473_000_123;
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).expect("builders write UTF-8")
+    }
+
+    fn reparse(out: &[u8]) -> Value {
+        sonic_rs::from_slice(out).expect("builder output is JSON")
+    }
+
+    fn keys(value: &Value) -> Vec<String> {
+        let object = value.as_object().expect("an object");
+        object.iter().map(|(k, _)| k.to_owned()).collect()
+    }
+
+    fn parsed(text: &str) -> Inbound {
+        parse_inbound(text.as_bytes()).expect("valid envelope")
+    }
+
+    #[test]
+    fn system_types_are_category_wse() {
+        for t in SYSTEM_TYPES.iter().filter(|t| **t != "snapshot_complete") {
+            assert_eq!(category_for(t), Category::System, "{t}");
+        }
+    }
+
+    #[test]
+    fn snapshot_rule_wins_over_system_list() {
+        // §3 states the snapshot test first; `snapshot_complete` matches it.
+        assert_eq!(category_for("snapshot_complete"), Category::Snapshot);
+    }
+
+    #[test]
+    fn snapshot_types_are_category_s() {
+        for t in ["prices_snapshot", "user_snapshot_v2", "snapshot_orders", "a_snapshot"] {
+            assert_eq!(category_for(t), Category::Snapshot, "{t}");
+        }
+    }
+
+    #[test]
+    fn other_types_are_category_u() {
+        for t in ["price_update", "snapshot", "snapshots", "Ping", "PING", "errors", ""] {
+            assert_eq!(category_for(t), Category::Update, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn category_spells_wire_names() {
+        assert_eq!(Category::System.as_str(), "WSE");
+        assert_eq!(Category::Snapshot.as_str(), "S");
+        assert_eq!(Category::Update.as_str(), "U");
+    }
+
+    #[test]
+    fn priority_maps_exact_and_in_between_values_down() {
+        let table = [
+            (0, Priority::Background),
+            (1, Priority::Background),
+            (2, Priority::Background),
+            (3, Priority::Low),
+            (4, Priority::Low),
+            (5, Priority::Normal),
+            (7, Priority::Normal),
+            (8, Priority::High),
+            (9, Priority::High),
+            (10, Priority::Critical),
+            (11, Priority::Critical),
+            (u64::MAX, Priority::Critical),
+        ];
+        for (wire, pri) in table {
+            assert_eq!(Priority::from_wire(wire), pri, "{wire}");
+        }
+    }
+
+    #[test]
+    fn priority_round_trips_wire_numbers_and_indexes() {
+        for (i, pri) in Priority::ALL.into_iter().enumerate() {
+            assert_eq!(pri.index(), i);
+            assert_eq!(Priority::from_wire(pri.as_u8().into()), pri);
+        }
+        assert_eq!(Priority::Critical.as_u8(), 10);
+        assert_eq!(Priority::Background.as_u8(), 1);
+        assert_eq!(Priority::default(), Priority::Normal);
+    }
+
+    #[test]
+    fn parses_full_envelope() {
+        let msg = parsed(r#"{"c":"U","t":"chat","p":{"x":1},"id":"m1","cid":"c1","pri":8}"#);
+        assert_eq!(msg.t, "chat");
+        assert_eq!(msg.p.get("x").and_then(|v| v.as_u64()), Some(1));
+        assert_eq!(msg.id.as_deref(), Some("m1"));
+        assert_eq!(msg.cid.as_deref(), Some("c1"));
+        assert_eq!(msg.pri, Some(Priority::High));
+        assert_eq!(msg.raw.get("c").and_then(|v| v.as_str()), Some("U"));
+    }
+
+    #[test]
+    fn strips_legacy_prefixes() {
+        for text in [r#"WSE{"t":"a"}"#, r#"S{"t":"a"}"#, r#"U{"t":"a"}"#] {
+            assert_eq!(parsed(text).t, "a", "{text}");
+        }
+    }
+
+    #[test]
+    fn strips_only_a_leading_prefix() {
+        assert!(parse_inbound(br#"XWSE{"t":"a"}"#).is_err());
+        assert!(parse_inbound(br#"WSE {"t":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn reads_type_and_payload_aliases() {
+        let msg = parsed(r#"{"type":"chat","payload":[1,2]}"#);
+        assert_eq!(msg.t, "chat");
+        assert!(msg.p.is_array());
+    }
+
+    #[test]
+    fn prefers_short_keys_over_aliases() {
+        let msg = parsed(r#"{"type":"long","t":"short","payload":1,"p":2}"#);
+        assert_eq!(msg.t, "short");
+        assert_eq!(msg.p.as_u64(), Some(2));
+    }
+
+    #[test]
+    fn keeps_explicit_null_payload_over_alias() {
+        assert!(parsed(r#"{"t":"a","p":null,"payload":1}"#).p.is_null());
+    }
+
+    #[test]
+    fn missing_payload_is_null() {
+        let msg = parsed(r#"{"t":"a"}"#);
+        assert!(msg.p.is_null());
+        assert_eq!((msg.id, msg.cid, msg.pri), (None, None, None));
+    }
+
+    #[test]
+    fn non_string_type_falls_back_to_alias() {
+        assert_eq!(parsed(r#"{"t":7,"type":"a"}"#).t, "a");
+    }
+
+    #[test]
+    fn ignores_ids_and_priorities_of_the_wrong_type() {
+        let msg = parsed(r#"{"t":"a","id":5,"cid":{},"pri":"high"}"#);
+        assert_eq!((msg.id, msg.cid, msg.pri), (None, None, None));
+        assert_eq!(parsed(r#"{"t":"a","pri":-3}"#).pri, Some(Priority::Background));
+        assert_eq!(parsed(r#"{"t":"a","pri":4}"#).pri, Some(Priority::Low));
+    }
+
+    #[test]
+    fn rejects_nasty_inputs_without_panicking() {
+        let deep_arrays = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep_objects = format!(r#"{}1{}"#, r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+        let deep_payload = format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(200), "]".repeat(200));
+        let nasty: Vec<&[u8]> = vec![
+            b"",
+            b" ",
+            b"{",
+            b"}",
+            b"[]",
+            b"[{\"t\":\"a\"}]",
+            b"42",
+            b"-0.5e9",
+            b"\"t\"",
+            b"null",
+            b"true",
+            b"WSE",
+            b"WSE{",
+            b"S{",
+            b"U{}",
+            b"{}",
+            b"{\"t\":1}",
+            b"{\"t\":null}",
+            b"{\"t\":\"\xff\"}",
+            b"\xff\xfe\xfd",
+            b"{\"t\":\"a\"}trailing",
+            b"{\"t\":\"a\",}",
+            b"]]]]{{{{",
+            b"{\"t\":\"\\ud800\"}x",
+            deep_arrays.as_bytes(),
+            deep_objects.as_bytes(),
+            deep_payload.as_bytes(),
+        ];
+        for input in nasty {
+            let result = parse_inbound(input);
+            assert!(matches!(result, Err(Error::InvalidMessage(_))), "{input:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn accepts_nesting_up_to_the_limit() {
+        let inner = MAX_NESTING - 1;
+        let text = format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(inner), "]".repeat(inner));
+        assert_eq!(parsed(&text).t, "a");
+        let text = format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(inner + 1), "]".repeat(inner + 1));
+        assert!(parse_inbound(text.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let noise = r#"[{\"\\"#.repeat(1_000);
+        let msg = parsed(&format!(r#"{{"t":"a","p":"{noise}"}}"#));
+        assert_eq!(msg.p.as_str(), Some("[{\"\\".repeat(1_000).as_str()));
+    }
+
+    #[test]
+    fn writes_direct_message_with_fixed_key_order() {
+        let mut out = Vec::new();
+        direct("chat", r#"{"x":1}"#, &DirectMeta::new(7, "m1", NOW), &mut out);
+        let expected = concat!(
+            r#"{"c":"U","t":"chat","p":{"x":1},"id":"m1","#,
+            r#""ts":"2026-01-15T10:30:00.123Z","v":1,"seq":7}"#
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn writes_cid_and_non_normal_priority_last() {
+        let meta = DirectMeta::new(2, "m", NOW).with_cid(Some("c9")).with_priority(Priority::Low);
+        let mut out = Vec::new();
+        direct("prices_snapshot", "[]", &meta, &mut out);
+        let value = reparse(&out);
+        assert_eq!(keys(&value), ["c", "t", "p", "id", "ts", "v", "seq", "cid", "pri"]);
+        assert_eq!(value.get("c").and_then(|v| v.as_str()), Some("S"));
+        assert_eq!(value.get("pri").and_then(|v| v.as_u64()), Some(3));
+    }
+
+    #[test]
+    fn omits_normal_priority() {
+        let meta = DirectMeta::new(1, "m", NOW).with_priority(Priority::Normal);
+        let mut out = Vec::new();
+        direct("a", "null", &meta, &mut out);
+        assert_eq!(keys(&reparse(&out)), ["c", "t", "p", "id", "ts", "v", "seq"]);
+    }
+
+    #[test]
+    fn appends_to_existing_buffer() {
+        let mut out = b"xyz".to_vec();
+        direct("a", "1", &DirectMeta::new(1, "m", NOW), &mut out);
+        assert!(out.starts_with(b"xyz{\"c\":"));
+    }
+
+    #[test]
+    fn escapes_quotes_control_characters_and_unicode() {
+        let nasty = "q\"b\\s/\u{1}\n\t\u{7f}π😀\u{2028}";
+        let meta = DirectMeta::new(1, nasty, NOW).with_cid(Some(nasty));
+        let mut out = Vec::new();
+        direct(nasty, "0", &meta, &mut out);
+        assert!(!out.iter().any(|b| *b < 0x20), "raw control byte in {:?}", text(&out));
+        let value = reparse(&out);
+        for key in ["t", "id", "cid"] {
+            assert_eq!(value.get(key).and_then(|v| v.as_str()), Some(nasty), "{key}");
+        }
+    }
+
+    #[test]
+    fn writes_publication_with_fixed_key_order() {
+        let meta = PublicationMeta {
+            topic: "prices.BTC",
+            event_type: None,
+            id: "m1",
+            now_ms: NOW,
+            epoch: 0x2a,
+            offset: 0,
+            pri: Priority::Normal,
+        };
+        let mut out = Vec::new();
+        publication(&meta, r#"{"bid":1.5}"#, &mut out);
+        let expected = concat!(
+            r#"{"c":"U","t":"prices.BTC","p":{"bid":1.5},"id":"m1","#,
+            r#""ts":"2026-01-15T10:30:00.123Z","v":1,"tp":"prices.BTC","e":"0000002a","o":0}"#
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn publication_uses_given_type_and_priority() {
+        let meta = PublicationMeta {
+            topic: "t\"1",
+            event_type: Some("book_snapshot"),
+            id: "m",
+            now_ms: NOW,
+            epoch: u32::MAX,
+            offset: u64::MAX,
+            pri: Priority::Critical,
+        };
+        let mut out = Vec::new();
+        publication(&meta, "{}", &mut out);
+        let value = reparse(&out);
+        assert_eq!(keys(&value), ["c", "t", "p", "id", "ts", "v", "tp", "e", "o", "pri"]);
+        assert_eq!(value.get("c").and_then(|v| v.as_str()), Some("S"));
+        assert_eq!(value.get("t").and_then(|v| v.as_str()), Some("book_snapshot"));
+        assert_eq!(value.get("tp").and_then(|v| v.as_str()), Some("t\"1"));
+        assert_eq!(value.get("e").and_then(|v| v.as_str()), Some("ffffffff"));
+        assert_eq!(value.get("o").and_then(|v| v.as_u64()), Some(u64::MAX));
+        assert_eq!(value.get("pri").and_then(|v| v.as_u64()), Some(10));
+    }
+
+    #[test]
+    fn object_writer_writes_every_kind_of_value() {
+        let mut out = Vec::new();
+        let mut w = ObjectWriter::new(&mut out);
+        w.string("s", "x").opt_string("n", None).uint("u", 3).number("f", 0.25);
+        w.boolean("b", false).null("z").raw("r", b"[1]").timestamp("ts", 0);
+        w.finish();
+        let expected = concat!(
+            r#"{"s":"x","n":null,"u":3,"f":0.25,"b":false,"z":null,"r":[1],"#,
+            r#""ts":"1970-01-01T00:00:00.000Z"}"#
+        );
+        assert_eq!(text(&out), expected);
+    }
+
+    #[test]
+    fn object_writer_escapes_keys_and_closes_empty_object() {
+        let mut out = Vec::new();
+        ObjectWriter::new(&mut out).finish();
+        assert_eq!(out, b"{}");
+        let mut out = Vec::new();
+        let mut w = ObjectWriter::new(&mut out);
+        w.uint("a\"b", 1);
+        w.finish();
+        assert_eq!(reparse(&out).get("a\"b").and_then(|v| v.as_u64()), Some(1));
+    }
+
+    #[test]
+    fn numbers_are_integers_when_whole_and_null_when_not_finite() {
+        let cases = [
+            (1_700_000_000_000.0, "1700000000000"),
+            (-3.0, "-3"),
+            (1.5, "1.5"),
+            (f64::NAN, "null"),
+            (f64::INFINITY, "null"),
+        ];
+        for (value, expected) in cases {
+            let mut out = Vec::new();
+            write_number(value, &mut out);
+            assert_eq!(text(&out), expected, "{value}");
+        }
+        let mut out = Vec::new();
+        write_number(1e300, &mut out);
+        assert_eq!(reparse(&out).as_f64(), Some(1e300));
+    }
+}
