@@ -48,6 +48,7 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<CloseFrame>, Error> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

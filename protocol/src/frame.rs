@@ -126,6 +126,7 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 const MAX_PAYLOAD_LEN: u64 = i64::MAX as u64;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

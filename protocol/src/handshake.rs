@@ -333,3 +333,304 @@ fn reason_phrase(status: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+
+    /// H0 of the fault cases, with `Host` fixed.
+    const H0: &str = "GET /wse HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                      Sec-WebSocket-Version: 13\r\n\r\n";
+    const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    fn parse(text: &str) -> Result<Option<(Request, usize)>, Error> {
+        parse_request(text.as_bytes(), &HandshakeLimits::default())
+    }
+
+    fn parsed(text: &str) -> Request {
+        parse(text).expect("parses").expect("complete").0
+    }
+
+    /// H0 with the line starting with `name:` replaced by `line` (removed when `line` is
+    /// empty).
+    fn h0_with(name: &str, line: &str) -> String {
+        let mut out = String::new();
+        for l in H0.split_inclusive("\r\n") {
+            if !l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())) {
+                out.push_str(l);
+            } else if !line.is_empty() {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+        out
+    }
+
+    fn status_of(response: &[u8]) -> &str {
+        std::str::from_utf8(&response[9..12]).unwrap()
+    }
+
+    #[test]
+    fn derives_the_rfc_6455_sample_accept_key() {
+        let (req, used) = parse(H0).unwrap().unwrap();
+        assert_eq!(used, H0.len());
+        let upgrade = validate_upgrade(&req).unwrap();
+        assert_eq!(upgrade.accept, SAMPLE_ACCEPT);
+        assert_eq!(upgrade.extensions, None);
+    }
+
+    #[test]
+    fn answers_with_101_carrying_the_accept_key() {
+        let upgrade = validate_upgrade(&parsed(H0)).unwrap();
+        let response = switching_protocols(&upgrade, &[("X-Wse", "1")]);
+        let expected = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {SAMPLE_ACCEPT}\r\nX-Wse: 1\r\n\r\n"
+        );
+        assert_eq!(String::from_utf8(response).unwrap(), expected);
+    }
+
+    #[test]
+    fn c01_accepts_list_valued_and_case_insensitive_headers() {
+        let variants = [
+            h0_with("connection", "Connection: keep-alive, Upgrade"),
+            h0_with("connection", "connection: upgrade")
+                .replace("Upgrade: websocket", "upgrade: WebSocket"),
+            h0_with("connection", "Connection: Upgrade, HTTP2-Settings"),
+            h0_with("connection", "Connection: Upgrade ,x"),
+            h0_with("connection", "Connection: keep-alive\r\nConnection: upgrade"),
+            h0_with("upgrade", "Upgrade: h2c, websocket"),
+            h0_with("host", "host: example.com\r\nAuthorization: bearer abc.def.ghi"),
+        ];
+        for request in &variants {
+            let upgrade = validate_upgrade(&parsed(request));
+            assert_eq!(upgrade.map(|u| u.accept).as_deref(), Ok(SAMPLE_ACCEPT), "{request}");
+        }
+    }
+
+    #[test]
+    fn c01_rejects_missing_upgrade_header_with_400() {
+        let err = validate_upgrade(&parsed(&h0_with("upgrade", ""))).unwrap_err();
+        assert_eq!(err.http_status(), Some(400));
+        let err = validate_upgrade(&parsed(&h0_with("upgrade", "Upgrade: h2c"))).unwrap_err();
+        assert_eq!(err.http_status(), Some(400));
+    }
+
+    #[test]
+    fn c01_rejects_connection_without_upgrade_token() {
+        for line in ["", "Connection: keep-alive", "Connection: upgrades", "Connection: up grade"] {
+            let err = validate_upgrade(&parsed(&h0_with("connection", line))).unwrap_err();
+            assert_eq!(err.http_status(), Some(400), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn c01_rejects_missing_or_malformed_key_with_400() {
+        let lines = [
+            "",
+            "Sec-WebSocket-Key: abc",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZXg=",
+            concat!(
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+            ),
+        ];
+        for line in lines {
+            let err = validate_upgrade(&parsed(&h0_with("sec-websocket-key", line))).unwrap_err();
+            assert!(matches!(err, Error::BadRequest(_)), "{line:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn c01_rejects_version_other_than_13_with_426_listing_13() {
+        for line in ["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 14", ""] {
+            let request = parsed(&h0_with("sec-websocket-version", line));
+            let err = validate_upgrade(&request).unwrap_err();
+            assert_eq!(err, Error::UnsupportedVersion, "{line:?}");
+            let response = String::from_utf8(error_response(&err)).unwrap();
+            assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{response}");
+            assert!(response.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{response}");
+        }
+    }
+
+    #[test]
+    fn c01_rejects_post_with_405() {
+        let err = validate_upgrade(&parsed(&H0.replacen("GET", "POST", 1))).unwrap_err();
+        assert_eq!(err, Error::MethodNotAllowed);
+        let response = String::from_utf8(error_response(&err)).unwrap();
+        assert!(response.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(response.contains("\r\nAllow: GET\r\n"));
+    }
+
+    #[test]
+    fn c01_rejects_2000_header_lines_with_431() {
+        let filler: String = (0..2000).map(|i| format!("x-h{i:04}: x\r\n")).collect();
+        let request = H0.replacen("Upgrade: websocket", &format!("{filler}Upgrade: websocket"), 1);
+        assert_eq!(parse(&request).unwrap_err(), Error::HeadersTooLarge);
+        for cut in [1500, 12_000, 16 * 1024, 16 * 1024 + 1, 20_000] {
+            assert_eq!(parse(&request[..cut]).map(|_| ()), Err(Error::HeadersTooLarge), "{cut}");
+        }
+        let response = error_response(&Error::HeadersTooLarge);
+        assert_eq!(status_of(&response), "431");
+    }
+
+    #[test]
+    fn c01_rejects_head_over_byte_cap_even_with_few_lines() {
+        let big = format!("X-Big: {}", "y".repeat(17 * 1024));
+        let request = h0_with("host", &format!("Host: a\r\n{big}"));
+        assert_eq!(parse(&request).unwrap_err(), Error::HeadersTooLarge);
+        assert_eq!(parse(&request[..16 * 1024]).unwrap_err(), Error::HeadersTooLarge);
+        assert_eq!(parse(&request[..16 * 1024 - 1]), Ok(None));
+    }
+
+    #[test]
+    fn c01_accepts_head_of_exactly_the_byte_cap() {
+        let limits = HandshakeLimits { max_header_bytes: H0.len(), max_header_lines: 5 };
+        assert!(parse_request(H0.as_bytes(), &limits).unwrap().is_some());
+        let limits = HandshakeLimits { max_header_bytes: H0.len() - 1, ..limits };
+        assert_eq!(parse_request(H0.as_bytes(), &limits).unwrap_err(), Error::HeadersTooLarge);
+        let limits = HandshakeLimits { max_header_bytes: H0.len(), max_header_lines: 4 };
+        assert_eq!(parse_request(H0.as_bytes(), &limits).unwrap_err(), Error::HeadersTooLarge);
+    }
+
+    #[test]
+    fn c01_rejects_missing_host_and_http_1_0_with_400() {
+        let err = validate_upgrade(&parsed(&h0_with("host", ""))).unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)));
+        let err = validate_upgrade(&parsed(&H0.replacen("HTTP/1.1", "HTTP/1.0", 1))).unwrap_err();
+        assert!(matches!(err, Error::BadRequest(_)));
+    }
+
+    #[test]
+    fn c01_keeps_raw_authorization_bytes_for_the_auth_layer() {
+        let mut request = h0_with("host", "Host: a\r\nauthorization: Bearer").into_bytes();
+        let at = request.windows(6).position(|w| w == b"Bearer").unwrap() + 6;
+        request.splice(at..at, [0xc3, 0xa9, b'x']);
+        let (req, _) = parse_request(&request, &HandshakeLimits::default()).unwrap().unwrap();
+        assert_eq!(req.header("AUTHORIZATION"), Some(&b"Bearer\xc3\xa9x"[..]));
+    }
+
+    #[test]
+    fn waits_for_more_bytes_on_every_prefix_of_h0() {
+        for cut in 0..H0.len() {
+            assert_eq!(parse(&H0[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn reports_head_length_and_leaves_following_bytes() {
+        let mut bytes = H0.as_bytes().to_vec();
+        bytes.extend_from_slice(&[0x81, 0x85, 1, 2, 3, 4]);
+        let (_, used) = parse_request(&bytes, &HandshakeLimits::default()).unwrap().unwrap();
+        assert_eq!(used, H0.len());
+    }
+
+    #[test]
+    fn rejects_malformed_request_lines_with_400() {
+        for bad in ["GET /wse HTTP/2.0\r\n\r\n", "GET\r\n\r\n", "G\u{0}T / HTTP/1.1\r\n\r\n"] {
+            assert!(matches!(parse(bad), Err(Error::BadRequest(_))), "{bad:?}");
+        }
+        let bad_header = "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n";
+        assert!(matches!(parse(bad_header), Err(Error::BadRequest(_))));
+    }
+
+    #[test]
+    fn never_panics_on_arbitrary_bytes() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (state >> 33) as u8
+        };
+        for round in 0..2000 {
+            let mut bytes = H0.as_bytes().to_vec();
+            for _ in 0..(round % 7 + 1) {
+                let at = usize::from(next()) % bytes.len();
+                bytes[at] = next();
+            }
+            let len = bytes.len() - usize::from(next()) % 20;
+            if let Ok(Some((req, _))) = parse_request(&bytes[..len], &HandshakeLimits::default()) {
+                let _ = validate_upgrade(&req).map_err(|e| error_response(&e));
+            }
+        }
+    }
+
+    #[test]
+    fn splits_path_and_query() {
+        let req = parsed(&H0.replacen("/wse", "/wse?token=abc&format=msgpack", 1));
+        assert_eq!(
+            (req.path.as_str(), req.query.as_deref()),
+            ("/wse", Some("token=abc&format=msgpack"))
+        );
+        assert_eq!(parsed(H0).query, None);
+        assert_eq!(parsed(H0).version(), 1);
+    }
+
+    #[test]
+    fn decodes_query_parameters() {
+        let req = parsed(&H0.replacen("/wse", "/wse?a=1&t%6fken=x%2By+z%zz&empty&bad=%ff", 1));
+        assert_eq!(req.query_param("token").as_deref(), Some("x+y z%zz"));
+        assert_eq!(req.query_param("a").as_deref(), Some("1"));
+        assert_eq!(req.query_param("empty").as_deref(), Some(""));
+        assert_eq!(req.query_param("bad"), None);
+        assert_eq!(req.query_param("missing"), None);
+    }
+
+    #[test]
+    fn reads_cookies_across_headers() {
+        let cookies = "Cookie: theme=dark; session=1\r\ncookie: access_token=\"abc.def\"; x=";
+        let req = parsed(&h0_with("host", &format!("Host: a\r\n{cookies}")));
+        assert_eq!(req.cookie("access_token").as_deref(), Some("abc.def"));
+        assert_eq!(req.cookie("session").as_deref(), Some("1"));
+        assert_eq!(req.cookie("x").as_deref(), Some(""));
+        assert_eq!(req.cookie("Session"), None);
+    }
+
+    #[test]
+    fn finds_headers_case_insensitively_in_order() {
+        let req = parsed(&h0_with("host", "Host: a\r\nX-Multi: 1\r\nx-multi: 2"));
+        assert_eq!(req.header("HOST"), Some(&b"a"[..]));
+        assert_eq!(req.headers_named("X-MULTI").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+    }
+
+    #[test]
+    fn passes_extension_offers_on_raw() {
+        let offers = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+                      sec-websocket-extensions: x-foo";
+        let req = parsed(&h0_with("host", &format!("Host: a\r\n{offers}")));
+        let offer = validate_upgrade(&req).unwrap().extensions;
+        assert_eq!(offer.as_deref(), Some("permessage-deflate; client_max_window_bits, x-foo"));
+    }
+
+    #[test]
+    fn builds_plain_http_response_with_length_and_close() {
+        let response = http_response(200, &[("Cache-Control", "no-store")], "text/plain", b"ok\n");
+        let expected = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
+                        Connection: close\r\nCache-Control: no-store\r\n\r\nok\n";
+        assert_eq!(String::from_utf8(response).unwrap(), expected);
+    }
+
+    #[test]
+    fn leaves_out_extra_headers_that_would_split_the_response() {
+        let response = http_response(503, &[("Retry-After", "1\r\nX-Evil: 1")], "text/plain", b"");
+        let text = String::from_utf8(response).unwrap();
+        assert!(!text.contains("Evil") && text.starts_with("HTTP/1.1 503 Service Unavailable"));
+    }
+
+    #[test]
+    fn error_response_uses_the_error_status_and_one_line_body() {
+        for (err, status) in [
+            (Error::BadRequest("x"), "400"),
+            (Error::MethodNotAllowed, "405"),
+            (Error::UnsupportedVersion, "426"),
+            (Error::HeadersTooLarge, "431"),
+        ] {
+            let response = String::from_utf8(error_response(&err)).unwrap();
+            assert_eq!(status_of(response.as_bytes()), status);
+            let body = response.split("\r\n\r\n").nth(1).unwrap();
+            assert_eq!(body, format!("{err}\n"));
+        }
+    }
+}

@@ -49,6 +49,7 @@ fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
 

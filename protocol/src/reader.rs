@@ -403,3 +403,521 @@ fn replay(err: &Error) -> Error {
 
 const UNMASKED: &str = "client frame is not masked";
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+mod tests {
+    use super::*;
+    use crate::frame::OpCode;
+    use crate::writer::encode_masked_frame;
+
+    const KEY: [u8; 4] = [1, 2, 3, 4];
+    const MIB: usize = 1 << 20;
+
+    fn deflate() -> ReaderConfig {
+        ReaderConfig { allow_rsv1: true, ..ReaderConfig::default() }
+    }
+
+    /// Feeds `frames` one call each to a fresh reader; returns the events and the first error.
+    fn run(cfg: ReaderConfig, frames: &[&[u8]]) -> (Vec<Event>, Result<(), Error>) {
+        let mut reader = Reader::new(cfg);
+        let mut events = Vec::new();
+        for frame in frames {
+            if let Err(err) = reader.feed(frame, &mut events) {
+                return (events, Err(err));
+            }
+        }
+        (events, Ok(()))
+    }
+
+    fn fails_with(cfg: ReaderConfig, frames: &[&[u8]]) -> Error {
+        let (events, result) = run(cfg, frames);
+        assert!(events.iter().all(|e| !matches!(e, Event::Message { .. })), "{events:?}");
+        result.expect_err("input must be rejected")
+    }
+
+    fn protocol_error(err: Error) -> bool {
+        err.close_code() == Some(1002)
+    }
+
+    fn text(data: &[u8]) -> Event {
+        Event::Message { text: true, data: data.to_vec(), compressed: false }
+    }
+
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_masked_frame(OpCode::from(opcode), fin, false, payload, KEY, &mut out);
+        out
+    }
+
+    fn close_with(masked_code: [u8; 2]) -> [u8; 8] {
+        [0x88, 0x82, 1, 2, 3, 4, masked_code[0], masked_code[1]]
+    }
+
+    // --- C03: masking and frame-header bits ---
+
+    #[test]
+    fn c03_rejects_unmasked_client_frame() {
+        let err =
+            fails_with(ReaderConfig::default(), &[&[0x81, 0x05, 0x68, 0x65, 0x6c, 0x6c, 0x6f]]);
+        assert!(protocol_error(err));
+    }
+
+    #[test]
+    fn c03_delivers_masked_text() {
+        let bytes = [0x81, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e];
+        assert_eq!(run(ReaderConfig::default(), &[&bytes]), (vec![text(b"hello")], Ok(())));
+    }
+
+    #[test]
+    fn c03_rejects_rsv1_without_negotiated_extension() {
+        let bytes = [0xc1, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e];
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[&bytes])));
+    }
+
+    #[test]
+    fn c03_rejects_rsv1_on_continuation_even_with_deflate() {
+        let first: &[u8] = &[0x01, 0x82, 1, 2, 3, 4, 0x67, 0x33];
+        let cont: &[u8] = &[0xc0, 0x81, 1, 2, 3, 4, 0x79];
+        for cfg in [ReaderConfig::default(), deflate()] {
+            assert!(protocol_error(fails_with(cfg, &[first, cont])), "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn c03_rejects_rsv1_on_ping_even_with_deflate() {
+        for cfg in [ReaderConfig::default(), deflate()] {
+            assert!(protocol_error(fails_with(cfg, &[&[0xc9, 0x80, 1, 2, 3, 4]])), "{cfg:?}");
+        }
+    }
+
+    #[test]
+    fn c03_rejects_reserved_opcodes_from_the_case() {
+        for bytes in [[0x83, 0x80, 1, 2, 3, 4], [0x8b, 0x80, 1, 2, 3, 4]] {
+            assert!(protocol_error(fails_with(ReaderConfig::default(), &[&bytes])));
+        }
+    }
+
+    #[test]
+    fn c03_rejects_every_reserved_opcode_with_and_without_payload() {
+        for opcode in (0x3..=0x7).chain(0xb..=0xf) {
+            for payload in [&b""[..], b"x"] {
+                let frame = masked(opcode, true, payload);
+                let err = fails_with(deflate(), &[&frame]);
+                assert!(protocol_error(err), "opcode {opcode:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn c03_rejects_rsv2_and_rsv3_on_data_and_control_frames() {
+        for bit in [0x20, 0x10] {
+            for opcode in [0x1, 0x2, 0x9, 0xa, 0x8] {
+                let frame = [0x80 | bit | opcode, 0x80, 1, 2, 3, 4];
+                let err = fails_with(deflate(), &[&frame]);
+                assert!(protocol_error(err), "bit {bit:#x} opcode {opcode:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn c03_rejects_unmasked_frames_of_every_valid_opcode() {
+        for opcode in [0x0, 0x1, 0x2, 0x8, 0x9, 0xa] {
+            let err = fails_with(ReaderConfig::default(), &[&[0x80 | opcode, 0x00]]);
+            assert!(protocol_error(err), "opcode {opcode:#x}");
+        }
+    }
+
+    #[test]
+    fn c03_accepts_rsv1_on_first_frame_when_negotiated_and_skips_utf8() {
+        let bytes = [0xc1, 0x87, 1, 2, 3, 4, 0xf3, 0x4a, 0xce, 0xcd, 0xc8, 0x05, 0x03];
+        let (events, result) = run(deflate(), &[&bytes]);
+        assert_eq!(result, Ok(()));
+        let deflated = vec![0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        assert_eq!(events, vec![Event::Message { text: true, data: deflated, compressed: true }]);
+    }
+
+    // --- C04: control frames inside a fragmented message ---
+
+    #[test]
+    fn c04_emits_ping_between_fragments_before_the_message() {
+        let frames: [&[u8]; 3] = [
+            &[0x01, 0x83, 1, 2, 3, 4, 0x49, 0x67, 0x6f],
+            &[0x89, 0x81, 1, 2, 3, 4, 0x71],
+            &[0x80, 0x82, 1, 2, 3, 4, 0x6d, 0x6d],
+        ];
+        let expected = vec![Event::Ping(b"p".to_vec()), text(b"Hello")];
+        assert_eq!(run(ReaderConfig::default(), &frames), (expected.clone(), Ok(())));
+        assert_eq!(run(ReaderConfig::default(), &[&frames.concat()]), (expected, Ok(())));
+    }
+
+    #[test]
+    fn c04_close_between_fragments_discards_partial_message_and_later_input() {
+        let frames: [&[u8]; 3] = [
+            &[0x01, 0x83, 1, 2, 3, 4, 0x49, 0x67, 0x6f],
+            &[0x88, 0x82, 1, 2, 3, 4, 0x02, 0xea],
+            &[0x80, 0x82, 1, 2, 3, 4, 0x6d, 0x6d],
+        ];
+        let expected = vec![Event::Close(Some(CloseFrame { code: 1000, reason: String::new() }))];
+        assert_eq!(run(ReaderConfig::default(), &frames), (expected.clone(), Ok(())));
+
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        reader.feed(&frames.concat(), &mut events).unwrap();
+        assert_eq!(events, expected);
+        assert!(reader.is_closed() && reader.data.capacity() == 0);
+    }
+
+    #[test]
+    fn c04_rejects_fragmented_ping() {
+        let frames: [&[u8]; 2] = [&[0x09, 0x81, 1, 2, 3, 4, 0x60], &[0x80, 0x81, 1, 2, 3, 4, 0x63]];
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &frames)));
+    }
+
+    #[test]
+    fn c04_rejects_ping_over_125_bytes_from_its_header() {
+        let header: &[u8] = &[0x89, 0xfe, 0x00, 0x7e, 1, 2, 3, 4];
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[header])));
+        let full = masked(0x9, true, &[b'p'; 126]);
+        assert_eq!(&full[..8], header);
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[&full])));
+    }
+
+    #[test]
+    fn c04_accepts_ping_of_exactly_125_bytes() {
+        let frame = masked(0x9, true, &[7; 125]);
+        let expected = vec![Event::Ping(vec![7; 125])];
+        assert_eq!(run(ReaderConfig::default(), &[&frame]), (expected, Ok(())));
+    }
+
+    #[test]
+    fn c04_rejects_continuation_without_open_message() {
+        let err = fails_with(ReaderConfig::default(), &[&[0x80, 0x81, 1, 2, 3, 4, 0x79]]);
+        assert!(protocol_error(err));
+    }
+
+    #[test]
+    fn c04_rejects_new_data_frame_while_message_open() {
+        let frames: [&[u8]; 2] =
+            [&[0x01, 0x82, 1, 2, 3, 4, 0x67, 0x33], &[0x81, 0x82, 1, 2, 3, 4, 0x67, 0x30]];
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &frames)));
+        let binary = masked(0x2, true, b"b");
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[frames[0], &binary])));
+    }
+
+    #[test]
+    fn c04_passes_pong_through_between_fragments() {
+        let frames = [masked(0x2, false, b"ab"), masked(0xa, true, b"hb"), masked(0x0, true, b"c")];
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let binary = Event::Message { text: false, data: b"abc".to_vec(), compressed: false };
+        assert_eq!(
+            run(ReaderConfig::default(), &refs),
+            (vec![Event::Pong(b"hb".to_vec()), binary], Ok(()))
+        );
+    }
+
+    // --- C05: UTF-8 across fragment boundaries ---
+
+    #[test]
+    fn c05_joins_two_byte_character_split_over_two_frames() {
+        let frames: [&[u8]; 2] = [&[0x01, 0x81, 1, 2, 3, 4, 0xcf], &[0x80, 0x81, 1, 2, 3, 4, 0xbb]];
+        assert_eq!(run(ReaderConfig::default(), &frames), (vec![text("κ".as_bytes())], Ok(())));
+    }
+
+    #[test]
+    fn c05_joins_four_byte_character_sent_one_byte_per_frame() {
+        let frames: [&[u8]; 4] = [
+            &[0x01, 0x81, 1, 2, 3, 4, 0xf1],
+            &[0x00, 0x81, 1, 2, 3, 4, 0x9c],
+            &[0x00, 0x81, 1, 2, 3, 4, 0x85],
+            &[0x80, 0x81, 1, 2, 3, 4, 0x9f],
+        ];
+        assert_eq!(run(ReaderConfig::default(), &frames), (vec![text("𝄞".as_bytes())], Ok(())));
+    }
+
+    #[test]
+    fn c05_fails_fast_on_code_point_above_u10ffff_mid_message() {
+        let first: &[u8] = &[
+            0x01, 0x8b, 1, 2, 3, 4, 0xcf, 0xb8, 0xe2, 0xb9, 0xb8, 0xcd, 0x80, 0xca, 0xbd, 0xcc,
+            0xb6,
+        ];
+        let bad: &[u8] = &[0x00, 0x84, 1, 2, 3, 4, 0xf5, 0x92, 0x83, 0x84];
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        reader.feed(first, &mut events).unwrap();
+        let kosme = [0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5];
+        assert_eq!(reader.data, kosme);
+
+        // The error comes with the byte 0x90, before the frame (or "edited") is complete.
+        reader.feed(&bad[..7], &mut events).unwrap();
+        assert_eq!(reader.feed(&bad[7..8], &mut events), Err(Error::InvalidUtf8));
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn c05_rejects_incomplete_character_at_message_end() {
+        let err =
+            fails_with(ReaderConfig::default(), &[&[0x81, 0x83, 1, 2, 3, 4, 0x60, 0x60, 0xcd]]);
+        assert_eq!(err, Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c05_rejects_incomplete_character_at_end_of_fragmented_message() {
+        let frames = [masked(0x1, false, b"ab"), masked(0x0, true, &[0xf0, 0x9d, 0x84])];
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        assert_eq!(fails_with(ReaderConfig::default(), &refs), Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c05_rejects_overlong_encoding() {
+        let err = fails_with(ReaderConfig::default(), &[&[0x81, 0x82, 1, 2, 3, 4, 0xc1, 0xad]]);
+        assert_eq!(err, Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c05_rejects_surrogate() {
+        let err =
+            fails_with(ReaderConfig::default(), &[&[0x81, 0x83, 1, 2, 3, 4, 0xec, 0xa2, 0x83]]);
+        assert_eq!(err, Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c05_rejects_invalid_sequences_split_across_fragments() {
+        for bad in [&[0xed, 0xa0, 0x80][..], &[0xc0, 0xaf], &[0xf4, 0x90, 0x80, 0x80], &[0xff]] {
+            for split in 1..bad.len() {
+                let frames = [masked(0x1, false, &bad[..split]), masked(0x0, true, &bad[split..])];
+                let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                let err = fails_with(ReaderConfig::default(), &refs);
+                assert_eq!(err, Error::InvalidUtf8, "{bad:x?} split at {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn c05_validates_uncompressed_text_when_deflate_negotiated() {
+        let frames: [&[u8]; 2] = [&[0x01, 0x81, 1, 2, 3, 4, 0xcf], &[0x80, 0x81, 1, 2, 3, 4, 0xbb]];
+        assert_eq!(run(deflate(), &frames), (vec![text("κ".as_bytes())], Ok(())));
+        let err = fails_with(deflate(), &[&[0x81, 0x83, 1, 2, 3, 4, 0xec, 0xa2, 0x83]]);
+        assert_eq!(err, Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c05_leaves_compressed_text_unvalidated() {
+        let mut frame = Vec::new();
+        encode_masked_frame(OpCode::from(0x1), true, true, &[0xff, 0xce], KEY, &mut frame);
+        let expected = Event::Message { text: true, data: vec![0xff, 0xce], compressed: true };
+        assert_eq!(run(deflate(), &[&frame]), (vec![expected], Ok(())));
+    }
+
+    #[test]
+    fn c05_does_not_validate_binary_messages() {
+        let frame = masked(0x2, true, &[0xff, 0xfe, 0xc0]);
+        let expected =
+            Event::Message { text: false, data: vec![0xff, 0xfe, 0xc0], compressed: false };
+        assert_eq!(run(ReaderConfig::default(), &[&frame]), (vec![expected], Ok(())));
+    }
+
+    // --- C06: Close payload validation ---
+
+    #[test]
+    fn c06_rejects_one_byte_close_body() {
+        let err = fails_with(ReaderConfig::default(), &[&[0x88, 0x81, 1, 2, 3, 4, 0x02]]);
+        assert!(protocol_error(err));
+    }
+
+    #[test]
+    fn c06_rejects_every_invalid_close_code() {
+        let cases: [(u16, [u8; 2]); 11] = [
+            (0, [0x01, 0x02]),
+            (999, [0x02, 0xe5]),
+            (1004, [0x02, 0xee]),
+            (1005, [0x02, 0xef]),
+            (1006, [0x02, 0xec]),
+            (1015, [0x02, 0xf5]),
+            (1016, [0x02, 0xfa]),
+            (1100, [0x05, 0x4e]),
+            (2000, [0x06, 0xd2]),
+            (2999, [0x0a, 0xb5]),
+            (5000, [0x12, 0x8a]),
+        ];
+        for (code, masked_code) in cases {
+            let frame = close_with(masked_code);
+            assert_eq!(frame[..], masked(0x8, true, &code.to_be_bytes())[..], "code {code}");
+            assert!(protocol_error(fails_with(ReaderConfig::default(), &[&frame])), "code {code}");
+        }
+    }
+
+    #[test]
+    fn c06_rejects_close_over_125_bytes() {
+        let mut body = 1000u16.to_be_bytes().to_vec();
+        body.extend_from_slice(&[b'r'; 124]);
+        let frame = masked(0x8, true, &body);
+        assert_eq!(frame[..8], [0x88, 0xfe, 0x00, 0x7e, 1, 2, 3, 4]);
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[&frame])));
+    }
+
+    #[test]
+    fn c06_rejects_close_reason_that_is_not_utf8() {
+        let frame = [0x88, 0x84, 1, 2, 3, 4, 0x02, 0xea, 0xfc, 0xfa];
+        assert_eq!(fails_with(ReaderConfig::default(), &[&frame]), Error::InvalidUtf8);
+    }
+
+    #[test]
+    fn c06_reports_every_valid_close_code_unchanged() {
+        let cases: [(u16, [u8; 2]); 10] = [
+            (1000, [0x02, 0xea]),
+            (1001, [0x02, 0xeb]),
+            (1003, [0x02, 0xe9]),
+            (1007, [0x02, 0xed]),
+            (1011, [0x02, 0xf1]),
+            (1012, [0x02, 0xf6]),
+            (1013, [0x02, 0xf7]),
+            (1014, [0x02, 0xf4]),
+            (3000, [0x0a, 0xba]),
+            (4999, [0x12, 0x85]),
+        ];
+        for (code, masked_code) in cases {
+            let expected = Event::Close(Some(CloseFrame { code, reason: String::new() }));
+            let got = run(ReaderConfig::default(), &[&close_with(masked_code)]);
+            assert_eq!(got, (vec![expected], Ok(())), "code {code}");
+        }
+    }
+
+    #[test]
+    fn c06_accepts_empty_close_body() {
+        let got = run(ReaderConfig::default(), &[&[0x88, 0x80, 1, 2, 3, 4]]);
+        assert_eq!(got, (vec![Event::Close(None)], Ok(())));
+    }
+
+    #[test]
+    fn c06_keeps_close_reason() {
+        let mut body = 4401u16.to_be_bytes().to_vec();
+        body.extend_from_slice("unauthorized κ".as_bytes());
+        let got = run(ReaderConfig::default(), &[&masked(0x8, true, &body)]);
+        let close = CloseFrame { code: 4401, reason: "unauthorized κ".into() };
+        assert_eq!(got, (vec![Event::Close(Some(close))], Ok(())));
+    }
+
+    // --- C07: declared length and reassembled size ---
+
+    #[test]
+    fn c07_rejects_2_pow_63_minus_1_from_the_header_alone() {
+        let header = [0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4];
+        let err = fails_with(ReaderConfig::default(), &[&header]);
+        assert_eq!(err, Error::MessageTooBig { limit: MIB });
+    }
+
+    #[test]
+    fn c07_rejects_64_bit_length_with_top_bit_set_as_protocol_error() {
+        let header = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert!(protocol_error(fails_with(ReaderConfig::default(), &[&header])));
+        let tiny = ReaderConfig { max_message_size: 0, ..ReaderConfig::default() };
+        assert!(protocol_error(fails_with(tiny, &[&header])));
+    }
+
+    #[test]
+    fn c07_rejects_frame_of_limit_plus_one_from_the_header() {
+        let header: &[u8] = &[0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0x01, 1, 2, 3, 4];
+        let err = fails_with(ReaderConfig::default(), &[header]);
+        assert_eq!(err, Error::MessageTooBig { limit: MIB });
+        assert_eq!(masked(0x2, true, &vec![0; MIB + 1])[..14], *header);
+    }
+
+    #[test]
+    fn c07_counts_running_total_across_fragments() {
+        let half = vec![b'a'; MIB / 2];
+        let first = masked(0x1, false, &half);
+        let second = masked(0x0, false, &half);
+        assert_eq!(first[..14], [0x01, 0xff, 0, 0, 0, 0, 0, 0x08, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(second[..14], [0x00, 0xff, 0, 0, 0, 0, 0, 0x08, 0, 0, 1, 2, 3, 4]);
+
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        reader.feed(&first, &mut events).unwrap();
+        reader.feed(&second, &mut events).unwrap();
+        let last = reader.feed(&[0x80, 0x81, 1, 2, 3, 4, 0x60], &mut events);
+        assert_eq!(last, Err(Error::MessageTooBig { limit: MIB }));
+        assert!(events.is_empty() && reader.data.capacity() == 0);
+    }
+
+    #[test]
+    fn c07_delivers_exactly_the_limit_in_one_frame_and_in_fragments() {
+        let payload: Vec<u8> = (0..MIB).map(|i| (i % 251) as u8).collect();
+        let expected = Event::Message { text: false, data: payload.clone(), compressed: false };
+        let whole = masked(0x2, true, &payload);
+        assert_eq!(run(ReaderConfig::default(), &[&whole]), (vec![expected.clone()], Ok(())));
+
+        let (a, rest) = payload.split_at(1000);
+        let (b, c) = rest.split_at(MIB / 2);
+        let frames = [masked(0x2, false, a), masked(0x0, false, b), masked(0x0, true, c)];
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        assert_eq!(run(ReaderConfig::default(), &refs), (vec![expected], Ok(())));
+    }
+
+    #[test]
+    fn c07_never_allocates_the_announced_length() {
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        let frame = masked(0x2, true, &vec![0; MIB]);
+        reader.feed(&frame[..14 + 10], &mut events).unwrap();
+        assert!(reader.data.capacity() < MIB / 2, "capacity {}", reader.data.capacity());
+    }
+
+    // --- reader state ---
+
+    #[test]
+    fn poisoned_reader_repeats_its_error_and_reads_nothing() {
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        let bad = [0x81, 0x05, b'h', b'e', b'l', b'l', b'o'];
+        let first = reader.feed(&bad, &mut events).unwrap_err();
+        let again = reader.feed(&masked(0x1, true, b"ok"), &mut events).unwrap_err();
+        assert_eq!(first, again);
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn ignores_input_after_close() {
+        let mut input = masked(0x8, true, &[]);
+        input.extend(masked(0x1, true, b"late"));
+        input.extend([0x81, 0x05]);
+        let got = run(ReaderConfig::default(), &[&input, &[0xff, 0xff]]);
+        assert_eq!(got, (vec![Event::Close(None)], Ok(())));
+    }
+
+    #[test]
+    fn idle_reader_owns_no_heap_memory_after_messages() {
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        let mut input = masked(0x1, false, b"frag");
+        input.extend(masked(0x9, true, b"ping"));
+        input.extend(masked(0x0, true, b"ment"));
+        reader.feed(&input, &mut events).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(reader.is_idle());
+        assert_eq!((reader.data.capacity(), reader.control.capacity()), (0, 0));
+        assert!(std::mem::size_of::<Reader>() <= 160, "{}", std::mem::size_of::<Reader>());
+    }
+
+    #[test]
+    fn is_idle_only_between_frames_and_messages() {
+        let mut reader = Reader::new(ReaderConfig::default());
+        let mut events = Vec::new();
+        let frame = masked(0x1, false, b"ab");
+        reader.feed(&frame[..1], &mut events).unwrap();
+        assert!(!reader.is_idle());
+        reader.feed(&frame[1..], &mut events).unwrap();
+        assert!(!reader.is_idle());
+        reader.feed(&masked(0x0, true, b""), &mut events).unwrap();
+        assert!(reader.is_idle());
+        assert_eq!(events, vec![text(b"ab")]);
+    }
+
+    #[test]
+    fn delivers_empty_messages_and_empty_fragments() {
+        let frames = [masked(0x1, true, b""), masked(0x2, false, b""), masked(0x0, true, b"")];
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let binary = Event::Message { text: false, data: Vec::new(), compressed: false };
+        assert_eq!(run(ReaderConfig::default(), &refs), (vec![text(b""), binary], Ok(())));
+    }
+}

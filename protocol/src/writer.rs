@@ -111,6 +111,7 @@ fn truncate_at_char(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use super::*;
     use crate::frame::{decode_header, Data};
