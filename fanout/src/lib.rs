@@ -6,8 +6,8 @@
 //! subscription index ([`index`], with [`glob`] for wildcard patterns) names the connections to
 //! queue it for.
 //!
-//! The modules here are pure: no I/O, no executor, no clock (time is a parameter). Moving
-//! publications between shards is the job of the mesh module (glommio rings); the Redis bridge
+//! The modules here are pure (no I/O, no executor, no clock: time is a parameter), except
+//! [`mesh`], which moves publications between shards over glommio rings. The Redis bridge
 //! for multi-instance fan-out comes later too. Sockets, connection queues and access control
 //! stay in `shard`.
 
@@ -17,11 +17,20 @@ pub mod index;
 pub mod owner;
 pub mod sequencer;
 
-// Runtime modules, the only ones that run on a glommio executor, go below this line.
-// (`mesh`: the cross-shard SPSC rings, is declared here when it lands.)
+// Runtime modules: the only ones that run on a glommio executor.
+pub mod mesh;
 
 pub use glob::glob_match;
 pub use ids::{ConnId, ShardId};
 pub use index::TopicIndex;
 pub use owner::owner_shard;
 pub use sequencer::{Stamp, TopicSequencer};
+
+/// Errors of the fan-out layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A shard could not join the cross-shard rings: another shard failed to start, or the
+    /// mesh was built for a different number of shards. The shard cannot serve; stop it.
+    #[error("could not join the cross-shard rings")]
+    MeshJoin,
+}

@@ -1,0 +1,111 @@
+//! The cross-shard rings that carry publications between shards.
+//!
+//! Place: `shard (publisher) → **ring** → owner shard → **ring** → every shard → subscribers`.
+//! Two full meshes of bounded single-producer single-consumer rings (glommio
+//! `channel_mesh`), one ring per ordered pair of shards in each:
+//!
+//! - the *publish* mesh carries [`PublishRequest`]s from the publisher's shard to the topic's
+//!   owner shard ([`crate::owner::owner_shard`]), which alone stamps the topic's offsets;
+//! - the *delivery* mesh carries stamped, already encoded [`Publication`]s from the owner to
+//!   every other shard.
+//!
+//! Two meshes rather than one keep the graph acyclic: a delivery receiver never sends, so it
+//! always drains, and an owner blocked on a full delivery ring is always eventually
+//! unblocked. Rings are FIFO and each topic has one owner, so every shard sees a topic's
+//! publications in offset order.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use wse_protocol::envelope::Priority;
+
+use crate::ids::ShardId;
+use crate::owner::owner_shard;
+
+/// A request to publish, on its way to the topic's owner shard (not yet stamped).
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// Exact topic name, already validated.
+    pub topic: Arc<str>,
+    /// Event type `t`; the topic name when absent.
+    pub event_type: Option<Box<str>>,
+    /// The payload `p`, as serialised JSON.
+    pub data: Box<str>,
+    /// Priority of the publication.
+    pub pri: Priority,
+}
+
+/// A stamped publication, encoded once as a complete WebSocket frame shared by every
+/// subscriber on every shard.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// Exact topic name; subscribers are looked up by it.
+    pub topic: Arc<str>,
+    /// Priority for the subscribers' outbound queues.
+    pub pri: Priority,
+    /// The whole server frame (header and JSON payload), reference-counted.
+    pub frame: Bytes,
+}
+
+/// Everything a shard needs to join both meshes; clone one per shard.
+#[derive(Debug, Clone)]
+pub struct MeshSetup {
+    publish: MeshBuilder<PublishRequest, Full>,
+    deliver: MeshBuilder<Publication, Full>,
+}
+
+/// One shard's ends of both meshes.
+#[derive(Debug)]
+pub struct Rings {
+    /// Senders towards owner shards (index = peer id in the publish mesh).
+    pub to_owner: Senders<PublishRequest>,
+    /// Requests from other shards for topics this shard owns.
+    pub from_publishers: Receivers<PublishRequest>,
+    /// Senders towards every other shard's subscribers.
+    pub to_shards: Senders<Publication>,
+    /// Publications stamped by other shards.
+    pub from_owners: Receivers<Publication>,
+}
+
+impl MeshSetup {
+    /// Rings for `shards` shards, each holding at most `capacity` messages.
+    pub fn new(shards: usize, capacity: usize) -> MeshSetup {
+        MeshSetup {
+            publish: MeshBuilder::full(shards, capacity),
+            deliver: MeshBuilder::full(shards, capacity),
+        }
+    }
+
+    /// Joins both meshes; completes once every shard has joined. Must run on an executor.
+    pub async fn join(self) -> Result<Rings, crate::Error> {
+        let (to_owner, from_publishers) =
+            self.publish.join().await.map_err(|_| crate::Error::MeshJoin)?;
+        let (to_shards, from_owners) =
+            self.deliver.join().await.map_err(|_| crate::Error::MeshJoin)?;
+        Ok(Rings { to_owner, from_publishers, to_shards, from_owners })
+    }
+}
+
+impl Rings {
+    /// Number of shards in the mesh.
+    pub fn shards(&self) -> usize {
+        self.to_owner.nr_consumers()
+    }
+
+    /// The shard that stamps `topic`, as a peer id of the publish mesh.
+    pub fn owner_of(&self, topic: &str) -> ShardId {
+        owner_shard(topic, self.shards())
+    }
+
+    /// Whether this shard stamps `topic`.
+    pub fn owns(&self, topic: &str) -> bool {
+        self.owner_of(topic).0 == self.to_owner.peer_id()
+    }
+
+    /// Peer ids of the delivery mesh other than this shard's own.
+    pub fn other_shards(&self) -> impl Iterator<Item = usize> + '_ {
+        let me = self.to_shards.peer_id();
+        (0..self.to_shards.nr_consumers()).filter(move |&p| p != me)
+    }
+}

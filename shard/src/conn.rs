@@ -1,0 +1,396 @@
+//! One client connection, from the first byte to the last.
+//!
+//! Place: `accept → **conn** (handshake, then frames) → protocol → shard/fanout`, and
+//! `outqueue → **conn** (coalesced writes) → socket`. One task per connection. The task
+//! reads into the shard's shared buffer, feeds the bytes to the sans-I/O
+//! [`Reader`](wse_protocol::reader::Reader), acts on the events, and writes whatever its
+//! [`OutQueue`] holds, several frames per write. Other tasks reach a connection only through
+//! its [`Conn`] record in the shard's table: they queue frames, then wake the task.
+//!
+//! The handshake lives in `handshake.rs` beside this file; the WSE messages the engine
+//! answers itself live in `engine.rs`; closing, with the lingering RFC 6455 close handshake,
+//! lives in `closing.rs`.
+
+mod closing;
+mod engine;
+mod handshake;
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes};
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::spawn_local;
+use tracing::{debug, debug_span, trace, Instrument};
+use wse_fanout::ids::ConnId;
+use wse_protocol::reader::{Event, Reader, ReaderConfig};
+
+use crate::metrics::{CloseReason, Rejection, ShardMetrics};
+use crate::outqueue::OutQueue;
+use crate::shard::Shard;
+
+pub(crate) use handshake::Upgraded;
+
+/// Close code for a slow consumer whose CRITICAL data no longer fits (PROTOCOL.md §9).
+pub(crate) const SLOW_CONSUMER: u16 = 4503;
+/// Close code for a connection silent past `idle_timeout`.
+pub(crate) const IDLE_TIMEOUT: u16 = 4408;
+/// Close code when the server goes away without a requested code.
+pub(crate) const GOING_AWAY: u16 = 1001;
+
+/// What other tasks of the shard may touch of a connection.
+///
+/// Invariant: only the connection's own task writes to the socket; everyone else queues
+/// into `out` and calls [`Conn::wake`].
+pub(crate) struct Conn {
+    pub id: ConnId,
+    /// The `connection_id` clients see (UUIDv7).
+    pub uuid: uuid::Uuid,
+    pub out: RefCell<OutQueue>,
+    /// The task's waker, taken by [`Conn::wake`].
+    waker: Cell<Option<Waker>>,
+    /// When the last bytes arrived from the client.
+    last_seen: Cell<Instant>,
+    /// When the last heartbeat was queued.
+    last_ping: Cell<Instant>,
+    /// A close the shard asked for (idle, slow consumer, shutdown); the first one wins.
+    close: Cell<Option<u16>>,
+    /// The last `seq` handed out; `server_ready` gets 1.
+    seq: Cell<u64>,
+    /// Topics and patterns this connection is subscribed to, as given.
+    pub topics: RefCell<Vec<Box<str>>>,
+}
+
+impl Conn {
+    fn new(id: ConnId, now: Instant) -> Conn {
+        Conn {
+            id,
+            uuid: uuid::Uuid::now_v7(),
+            out: RefCell::new(OutQueue::default()),
+            waker: Cell::new(None),
+            last_seen: Cell::new(now),
+            last_ping: Cell::new(now),
+            close: Cell::new(None),
+            seq: Cell::new(0),
+            topics: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Wakes the connection's task so it writes what was queued or acts on a close request.
+    pub(crate) fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Asks the task to close the connection with `code` (the first request wins).
+    pub(crate) fn request_close(&self, code: u16) {
+        if self.close.get().is_none() {
+            self.close.set(Some(code));
+        }
+    }
+
+    /// Whether a close was requested; frames queued now would never be sent.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.close.get().is_some()
+    }
+
+    /// The next direct-message sequence number.
+    pub(crate) fn next_seq(&self) -> u64 {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        seq
+    }
+
+    /// The housekeeping sweep: idle timeout first, then a heartbeat if one is due.
+    /// `heartbeat` holds the shard's `ping` text frame and WebSocket Ping for this tick.
+    pub(crate) fn tick(&self, shard: &Shard, now: Instant, heartbeat: &[Bytes; 2]) {
+        let config = &shard.shared.config;
+        if now.saturating_duration_since(self.last_seen.get()) >= config.idle_timeout {
+            self.request_close(IDLE_TIMEOUT);
+            self.wake();
+            return;
+        }
+        if now.saturating_duration_since(self.last_ping.get()) < config.ping_interval {
+            return;
+        }
+        self.last_ping.set(now);
+        let budget = config.max_outbound_queue_bytes;
+        for frame in heartbeat {
+            let outcome = self.out.borrow_mut().push_control(frame.clone(), budget);
+            shard.account(self, outcome);
+        }
+    }
+}
+
+/// Takes a freshly accepted socket through the handshake gate and starts its task.
+pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let Some(ticket) = shard.shared.gate.enter(peer.ip()) else {
+        shard.metrics().rejected(Rejection::HandshakeCap);
+        debug!(%peer, "handshake cap reached; socket dropped");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let shard = Rc::clone(shard);
+    let span = debug_span!("conn", %peer);
+    spawn_local(
+        async move {
+            let upgraded = handshake::run(&shard, stream, ticket).await;
+            if let Some(upgraded) = upgraded {
+                Session::start(shard, upgraded, peer).await;
+            }
+        }
+        .instrument(span),
+    )
+    .detach();
+}
+
+/// The task-local state of an upgraded connection.
+struct Session {
+    shard: Rc<Shard>,
+    conn: Rc<Conn>,
+    stream: TcpStream,
+    reader: Reader,
+    /// Bytes of the current write that the socket has not taken yet.
+    writing: Option<Bytes>,
+}
+
+/// Events parsed from one read, and the error that stopped parsing, if any.
+type Parsed = (Vec<Event>, Result<(), wse_protocol::Error>);
+
+/// What woke the connection's task.
+enum Step {
+    /// `n` bytes are in the shard's read buffer.
+    Input(usize),
+    /// The client closed TCP, or the socket failed.
+    Gone,
+    /// The shard asked for a close with this code.
+    Close(u16),
+}
+
+impl Session {
+    async fn start(shard: Rc<Shard>, upgraded: Upgraded, peer: SocketAddr) {
+        let conn = Rc::new(Conn::new(shard.next_conn_id(), Instant::now()));
+        let max_message_size = shard.shared.config.max_message_size;
+        let reader = Reader::new(ReaderConfig { max_message_size, allow_rsv1: false });
+        shard.conns.borrow_mut().insert(conn.id, Rc::clone(&conn));
+        ShardMetrics::add(&shard.metrics().connections, 1);
+        ShardMetrics::add(&shard.metrics().accepted, 1);
+        debug!(conn = conn.id.0, %peer, "upgraded");
+        let mut session = Session { shard, conn, stream: upgraded.stream, reader, writing: None };
+        let reason = session.serve(&upgraded.request, &upgraded.leftover).await;
+        session.finish(reason);
+    }
+
+    async fn serve(
+        &mut self,
+        request: &wse_protocol::handshake::Request,
+        leftover: &[u8],
+    ) -> CloseReason {
+        if !self.shard.shared.config.echo {
+            self.greet(request);
+        }
+        if !leftover.is_empty() {
+            if let Some(reason) = self.input(leftover).await {
+                return reason;
+            }
+        }
+        loop {
+            let step = poll_fn(|cx| self.poll_step(cx)).await;
+            let reason = match step {
+                Step::Input(n) => {
+                    let parsed = self.parse_shared(n);
+                    self.act(parsed).await
+                }
+                Step::Gone => Some(CloseReason::Transport),
+                Step::Close(code) => Some(self.close_by_server(code, true).await),
+            };
+            if let Some(reason) = reason {
+                return reason;
+            }
+        }
+    }
+
+    /// Parses `bytes` and acts on every complete event; `Some` when the connection ended.
+    async fn input(&mut self, bytes: &[u8]) -> Option<CloseReason> {
+        let parsed = self.parse(bytes);
+        self.act(parsed).await
+    }
+
+    /// Parses the first `n` bytes of the shard's read buffer. Synchronous on purpose: the
+    /// buffer belongs to whichever connection reads next once this task yields.
+    fn parse_shared(&mut self, n: usize) -> Parsed {
+        let shard = Rc::clone(&self.shard);
+        let buf = shard.read_buf.borrow();
+        self.parse(&buf[..n])
+    }
+
+    fn parse(&mut self, bytes: &[u8]) -> Parsed {
+        self.conn.last_seen.set(Instant::now());
+        ShardMetrics::add(&self.shard.metrics().bytes_in, bytes.len() as u64);
+        let mut events = Vec::new();
+        let result = self.reader.feed(bytes, &mut events);
+        (events, result)
+    }
+
+    /// Acts on parsed events in order, then on a parse error; `Some` when the connection
+    /// ended.
+    async fn act(&mut self, (events, result): Parsed) -> Option<CloseReason> {
+        for event in events {
+            if let Some(reason) = self.event(event).await {
+                return Some(reason);
+            }
+        }
+        let error = result.err()?;
+        debug!(conn = self.conn.id.0, %error, "failing the connection");
+        let code = error.close_code().unwrap_or(1002);
+        Some(self.close_by_server(code, false).await)
+    }
+
+    async fn event(&mut self, event: Event) -> Option<CloseReason> {
+        match event {
+            Event::Message { text, data, .. } => {
+                ShardMetrics::add(&self.shard.metrics().messages_in, 1);
+                self.message(text, data).await;
+                None
+            }
+            Event::Ping(payload) => {
+                self.queue_control(control_frame(PONG, &payload));
+                None
+            }
+            Event::Pong(_) => None,
+            Event::Close(frame) => Some(self.close_by_client(frame).await),
+        }
+    }
+
+    /// One step of the connection: write what is queued, then look for input or a close.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if let Poll::Ready(Err(e)) = self.poll_flush(cx) {
+            trace!(conn = self.conn.id.0, error = %e, "write failed");
+            return Poll::Ready(Step::Gone);
+        }
+        if let Some(code) = self.conn.close.get() {
+            return Poll::Ready(Step::Close(code));
+        }
+        match self.poll_read_shared(cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
+            Poll::Ready(Ok(n)) => return Poll::Ready(Step::Input(n)),
+            Poll::Pending => {}
+        }
+        self.conn.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+
+    /// Reads into the shard's shared buffer; the borrow ends before this returns.
+    fn poll_read_shared(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut buf = self.shard.read_buf.borrow_mut();
+        Pin::new(&mut self.stream).poll_read(cx, &mut buf[..])
+    }
+
+    /// Writes queued frames until the queue is empty (`Ready(Ok)`) or the socket is full
+    /// (`Pending`, woken when it drains).
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if self.writing.is_none() {
+                self.writing = self.next_batch();
+            }
+            let Some(batch) = self.writing.as_mut() else { return Poll::Ready(Ok(())) };
+            let written = match Pin::new(&mut self.stream).poll_write(cx, batch) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            };
+            let metrics = self.shard.metrics();
+            ShardMetrics::add(&metrics.bytes_out, written as u64);
+            ShardMetrics::add(&metrics.writes, 1);
+            batch.advance(written);
+            if batch.is_empty() {
+                self.writing = None;
+            }
+        }
+    }
+
+    /// Takes the next frames to write: one frame as it is, or several copied into one
+    /// buffer (at most [`BATCH`] bytes) so they leave in one system call.
+    fn next_batch(&mut self) -> Option<Bytes> {
+        let mut out = self.conn.out.borrow_mut();
+        let first = out.pop()?;
+        let mut frames = 1;
+        if out.is_empty() || first.len() >= BATCH {
+            ShardMetrics::add(&self.shard.metrics().messages_out, 1);
+            return Some(first);
+        }
+        let mut batch = Vec::with_capacity((first.len() + out.bytes()).min(BATCH));
+        batch.extend_from_slice(&first);
+        while batch.len() < BATCH {
+            let Some(frame) = out.pop() else { break };
+            batch.extend_from_slice(&frame);
+            frames += 1;
+        }
+        ShardMetrics::add(&self.shard.metrics().messages_out, frames);
+        Some(Bytes::from(batch))
+    }
+
+    /// Queues a control frame (Pong, Close, heartbeat) ahead of data.
+    fn queue_control(&self, frame: Bytes) {
+        let budget = self.budget();
+        let outcome = self.conn.out.borrow_mut().push_control(frame, budget);
+        self.shard.account(&self.conn, outcome);
+    }
+
+    /// The outbound byte budget: the configured one, or room for an echoed message.
+    fn budget(&self) -> usize {
+        let config = &self.shard.shared.config;
+        if config.echo {
+            config.max_outbound_queue_bytes.max(2 * config.max_message_size + 64)
+        } else {
+            config.max_outbound_queue_bytes
+        }
+    }
+
+    /// Removes every trace of the connection from the shard.
+    fn finish(&mut self, reason: CloseReason) {
+        let shard = &self.shard;
+        let topics = std::mem::take(&mut *self.conn.topics.borrow_mut());
+        let mut index = shard.topics.borrow_mut();
+        for topic in topics.iter() {
+            index.unsubscribe(self.conn.id, topic);
+        }
+        drop(index);
+        shard.conns.borrow_mut().remove(&self.conn.id);
+        shard.shared.admitted.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        ShardMetrics::dec(&shard.metrics().connections);
+        shard.metrics().closed(reason);
+        debug!(conn = self.conn.id.0, reason = reason.label(), "closed");
+    }
+}
+
+/// A complete unmasked control frame.
+fn control_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 2);
+    frame.push(0x80 | opcode);
+    frame.push(payload.len().min(125) as u8);
+    frame.extend_from_slice(&payload[..payload.len().min(125)]);
+    Bytes::from(frame)
+}
+
+/// Pong opcode.
+const PONG: u8 = 0xA;
+/// Ping opcode.
+pub(crate) const PING: u8 = 0x9;
+/// Largest write assembled from several frames.
+const BATCH: usize = 64 * 1024;
+
+/// A WebSocket Ping frame with an empty payload, as sent by heartbeats.
+pub(crate) fn ping_frame() -> Bytes {
+    control_frame(PING, &[])
+}

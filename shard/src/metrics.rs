@@ -1,0 +1,334 @@
+//! Counters and gauges, and their rendering for `GET /metrics` and `GET /health`.
+//!
+//! Place: every shard writes only its own [`ShardMetrics`] (relaxed atomics, no contention);
+//! the HTTP endpoints, served by whichever shard accepted the request, read all of them.
+//! Nothing here is on a lock.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Why the engine closed or lost a connection; one counter each, per shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent Close (any valid code).
+    ClientClose,
+    /// TCP ended without a Close frame, or an I/O error.
+    Transport,
+    /// RFC 6455 violation: 1002.
+    ProtocolError,
+    /// Invalid UTF-8: 1007.
+    InvalidUtf8,
+    /// Message over `max_message_size`: 1009.
+    MessageTooBig,
+    /// Server shutting down: 1012.
+    Shutdown,
+    /// No frame within `idle_timeout`: 4408.
+    IdleTimeout,
+    /// Outbound queue over budget with CRITICAL data: 4503.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 8] = [
+        CloseReason::ClientClose,
+        CloseReason::Transport,
+        CloseReason::ProtocolError,
+        CloseReason::InvalidUtf8,
+        CloseReason::MessageTooBig,
+        CloseReason::Shutdown,
+        CloseReason::IdleTimeout,
+        CloseReason::SlowConsumer,
+    ];
+
+    /// The label used in `/metrics`.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client_close",
+            CloseReason::Transport => "transport",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::MessageTooBig => "message_too_big",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::SlowConsumer => "slow_consumer",
+        }
+    }
+
+    /// The reason the engine records when it sends `code` itself.
+    pub fn for_code(code: u16) -> CloseReason {
+        match code {
+            1007 => CloseReason::InvalidUtf8,
+            1009 => CloseReason::MessageTooBig,
+            1012 => CloseReason::Shutdown,
+            4408 => CloseReason::IdleTimeout,
+            4503 => CloseReason::SlowConsumer,
+            _ => CloseReason::ProtocolError,
+        }
+    }
+}
+
+/// Why a handshake ended without an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Malformed or non-WebSocket request: 400 / 405.
+    BadRequest,
+    /// Unsupported `Sec-WebSocket-Version`: 426.
+    Version,
+    /// Head over 16 KiB or 100 lines: 431.
+    HeadersTooLarge,
+    /// `max_connections` reached: 503.
+    Full,
+    /// Unknown path: 404.
+    NotFound,
+    /// Handshake not finished within `handshake_timeout`.
+    Timeout,
+    /// Too many sockets in the handshake, globally or from that address.
+    HandshakeCap,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 7] = [
+        Rejection::BadRequest,
+        Rejection::Version,
+        Rejection::HeadersTooLarge,
+        Rejection::Full,
+        Rejection::NotFound,
+        Rejection::Timeout,
+        Rejection::HandshakeCap,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::BadRequest => "bad_request",
+            Rejection::Version => "version",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::Full => "full",
+            Rejection::NotFound => "not_found",
+            Rejection::Timeout => "timeout",
+            Rejection::HandshakeCap => "handshake_cap",
+        }
+    }
+}
+
+/// Why an outbound message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Evicted or refused because the connection's outbound queue was over budget.
+    QueueFull,
+    /// The connection was already closing when the message was queued.
+    Closing,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::Closing];
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Closing => "closing",
+        }
+    }
+}
+
+/// One shard's counters. Written only by that shard; read by anyone.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Admitted WebSocket connections open now (gauge).
+    pub connections: AtomicU64,
+    /// Sockets in the handshake now (gauge).
+    pub handshaking: AtomicU64,
+    /// Connections upgraded since start.
+    pub accepted: AtomicU64,
+    /// Data messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Frames written to clients (data and control).
+    pub messages_out: AtomicU64,
+    /// Bytes read from client sockets after the handshake.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to client sockets after the handshake.
+    pub bytes_out: AtomicU64,
+    /// Write system calls that carried those bytes (coalescing makes this < messages_out).
+    pub writes: AtomicU64,
+    /// Publications stamped by this shard as the topics' owner.
+    pub publications: AtomicU64,
+    closes: [AtomicU64; CloseReason::ALL.len()],
+    rejections: [AtomicU64; Rejection::ALL.len()],
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl ShardMetrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from a gauge.
+    pub fn dec(gauge: &AtomicU64) {
+        gauge.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts one closed connection.
+    pub fn closed(&self, reason: CloseReason) {
+        Self::add(&self.closes[reason as usize], 1);
+    }
+
+    /// Counts one handshake that ended without an upgrade.
+    pub fn rejected(&self, why: Rejection) {
+        Self::add(&self.rejections[why as usize], 1);
+    }
+
+    /// Counts `n` dropped outbound messages.
+    pub fn dropped(&self, why: DropReason, n: u64) {
+        Self::add(&self.drops[why as usize], n);
+    }
+
+    /// Reads a close counter (tests and health).
+    pub fn closes(&self, reason: CloseReason) -> u64 {
+        self.closes[reason as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Every shard's metrics, shared by the whole server.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Indexed by shard number.
+    pub shards: Vec<ShardMetrics>,
+    started: Instant,
+}
+
+impl Metrics {
+    /// Zeroed metrics for `shards` shards; `started` is the server's start time.
+    pub fn new(shards: usize, started: Instant) -> Metrics {
+        Metrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), started }
+    }
+
+    /// Open WebSocket connections over all shards.
+    pub fn connections(&self) -> u64 {
+        self.sum(|m| &m.connections)
+    }
+
+    fn sum(&self, field: impl Fn(&ShardMetrics) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|m| field(m).load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `GET /health` body.
+    pub fn health_json(&self, now: Instant, version: &str) -> String {
+        format!(
+            "{{\"status\":\"ok\",\"version\":\"{version}\",\"shards\":{},\"connections\":{},\
+             \"handshaking\":{},\"uptime_seconds\":{}}}",
+            self.shards.len(),
+            self.connections(),
+            self.sum(|m| &m.handshaking),
+            now.saturating_duration_since(self.started).as_secs()
+        )
+    }
+
+    /// The `GET /metrics` body in the Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.per_shard(&mut out, "wse_connections", "gauge", "Open WebSocket connections.", |m| {
+            &m.connections
+        });
+        self.per_shard(&mut out, "wse_handshaking", "gauge", "Sockets in the handshake.", |m| {
+            &m.handshaking
+        });
+        let counters: [(&str, &str, fn(&ShardMetrics) -> &AtomicU64); 7] = [
+            ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
+            ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
+            ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
+            ("wse_bytes_in_total", "Bytes received after upgrade.", |m| &m.bytes_in),
+            ("wse_bytes_out_total", "Bytes sent after upgrade.", |m| &m.bytes_out),
+            ("wse_writes_total", "Socket writes (coalesced frames).", |m| &m.writes),
+            ("wse_publications_total", "Publications stamped.", |m| &m.publications),
+        ];
+        for (name, help, field) in counters {
+            self.per_shard(&mut out, name, "counter", help, field);
+        }
+        self.labelled(
+            &mut out,
+            "wse_closes_total",
+            "Connections closed, by reason.",
+            "reason",
+            CloseReason::ALL.iter().map(|r| (r.label(), *r as usize)),
+            |m, i| &m.closes[i],
+        );
+        self.labelled(
+            &mut out,
+            "wse_handshake_rejections_total",
+            "Handshakes refused.",
+            "reason",
+            Rejection::ALL.iter().map(|r| (r.label(), *r as usize)),
+            |m, i| &m.rejections[i],
+        );
+        self.labelled(
+            &mut out,
+            "wse_dropped_messages_total",
+            "Outbound messages dropped.",
+            "reason",
+            DropReason::ALL.iter().map(|r| (r.label(), *r as usize)),
+            |m, i| &m.drops[i],
+        );
+        out
+    }
+
+    fn per_shard(
+        &self,
+        out: &mut String,
+        name: &str,
+        kind: &str,
+        help: &str,
+        field: impl Fn(&ShardMetrics) -> &AtomicU64,
+    ) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (shard, m) in self.shards.iter().enumerate() {
+            let v = field(m).load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn labelled<'a>(
+        &self,
+        out: &mut String,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl Iterator<Item = (&'a str, usize)>,
+        field: impl Fn(&ShardMetrics, usize) -> &AtomicU64,
+    ) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (value, i) in values {
+            let total: u64 = self.shards.iter().map(|m| field(m, i).load(Ordering::Relaxed)).sum();
+            let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {total}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_per_shard_and_labelled_series() {
+        let m = Metrics::new(2, Instant::now());
+        ShardMetrics::add(&m.shards[1].connections, 3);
+        m.shards[0].closed(CloseReason::IdleTimeout);
+        m.shards[1].closed(CloseReason::IdleTimeout);
+        m.shards[0].dropped(DropReason::QueueFull, 5);
+        let text = m.prometheus();
+        assert!(text.contains("wse_connections{shard=\"1\"} 3"));
+        assert!(text.contains("wse_closes_total{reason=\"idle_timeout\"} 2"));
+        assert!(text.contains("wse_dropped_messages_total{reason=\"queue_full\"} 5"));
+        assert_eq!(m.connections(), 3);
+    }
+
+    #[test]
+    fn health_is_json_with_connection_count() {
+        let m = Metrics::new(1, Instant::now());
+        ShardMetrics::add(&m.shards[0].connections, 2);
+        let body = m.health_json(Instant::now(), "0.1.0");
+        assert!(body.starts_with("{\"status\":\"ok\""));
+        assert!(body.contains("\"connections\":2"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Starting, addressing and stopping the shards.
+//!
+//! Place: the outermost layer. `main` (and later the Python facade) calls [`Server::start`],
+//! which binds every shard's listener on the calling thread (so a busy port fails at once),
+//! then starts one pinned glommio executor per configured core. Other threads talk to the
+//! shards only through [`Control`] messages on bounded channels.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use tracing::{info, warn};
+use wse_fanout::mesh::{MeshSetup, PublishRequest};
+
+use crate::gate::HandshakeGate;
+use crate::metrics::Metrics;
+use crate::shard::{self, ShardSetup};
+use crate::{listener, Config, Error};
+
+/// A message from outside the shards to one shard.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop accepting, close every connection with `code`, then end the shard.
+    Shutdown {
+        /// Close code sent to clients (1012 for a restart or shutdown).
+        code: u16,
+    },
+    /// Publish to a topic on behalf of the application.
+    Publish(PublishRequest),
+}
+
+/// A running server: its shards and the handles to reach them.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    controls: Vec<flume::Sender<Control>>,
+    joins: Vec<ExecutorJoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// State every shard can read: the configuration, counters and the admission limits.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub gate: Arc<HandshakeGate>,
+    /// Admitted WebSocket connections across all shards, checked against `max_connections`.
+    pub admitted: AtomicUsize,
+}
+
+impl Server {
+    /// Binds the listeners and starts one shard per configured core.
+    pub fn start(config: Config) -> Result<Server, Error> {
+        config.validate()?;
+        let shards = config.shards();
+        let sockets =
+            listener::bind_all((config.host, config.port).into(), shards, config.backlog)?;
+        let local_addr = listener::local_addr(&sockets[0])?;
+        warn_if_over_fd_limit(config.max_connections);
+        let shared = Arc::new(Shared {
+            gate: Arc::new(HandshakeGate::new(config.max_handshakes, config.max_handshakes_per_ip)),
+            metrics: Metrics::new(shards, Instant::now()),
+            admitted: AtomicUsize::new(0),
+            config,
+        });
+        let mesh = MeshSetup::new(shards, shared.config.ring_capacity);
+        let mut server = Server { local_addr, controls: Vec::new(), joins: Vec::new(), shared };
+        for (index, socket) in sockets.into_iter().enumerate() {
+            server.spawn_shard(index, socket, mesh.clone())?;
+        }
+        info!(addr = %local_addr, shards, "wse-server listening");
+        Ok(server)
+    }
+
+    /// The address the shards listen on (the real port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters of every shard.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Publishes on behalf of the application; the topic's owner shard stamps it.
+    ///
+    /// Requests from one caller keep their order: they all enter through shard 0.
+    pub fn publish(&self, request: PublishRequest) -> Result<(), Error> {
+        self.controls[0]
+            .send(Control::Publish(request))
+            .map_err(|_| Error::Config("the server is stopped".into()))
+    }
+
+    /// Asks every shard to stop accepting and close its connections with `code`.
+    pub fn shutdown(&self, code: u16) {
+        for control in &self.controls {
+            let _ = control.send(Control::Shutdown { code });
+        }
+    }
+
+    /// Waits for every shard to end, at most `limit`; `false` if some were still running.
+    pub fn join(self, limit: Duration) -> bool {
+        let (done_tx, done_rx) = flume::bounded(1);
+        let joins = self.joins;
+        std::thread::spawn(move || {
+            for join in joins {
+                let _ = join.join();
+            }
+            let _ = done_tx.send(());
+        });
+        done_rx.recv_timeout(limit).is_ok()
+    }
+
+    fn spawn_shard(
+        &mut self,
+        index: usize,
+        socket: socket2::Socket,
+        mesh: MeshSetup,
+    ) -> Result<(), Error> {
+        let core = self.shared.config.cores[index];
+        let (control_tx, control_rx) = flume::bounded(CONTROL_CAPACITY);
+        let setup = ShardSetup { index, socket, mesh, control: control_rx };
+        let shared = Arc::clone(&self.shared);
+        let join = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("wse-shard-{index}"))
+            .spawn(move || shard::run(shared, setup))
+            .map_err(|e| Error::Executor { shard: index, reason: e.to_string() })?;
+        self.controls.push(control_tx);
+        self.joins.push(join);
+        Ok(())
+    }
+}
+
+/// Warns when `max_connections` cannot be reached under the process's open-file limit.
+fn warn_if_over_fd_limit(max_connections: usize) {
+    let Ok(text) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(limit) = soft.filter(|&l| l < max_connections) {
+        warn!(limit, max_connections, "max_connections is above the open-file limit");
+    }
+}
+
+/// Control messages waiting per shard before `publish` blocks the caller.
+const CONTROL_CAPACITY: usize = 65_536;
