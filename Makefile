@@ -1,0 +1,81 @@
+# One entry point for every task: CI (.ci/run) and local hooks call these targets.
+# `make` or `make help` lists them.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# Steps run in the order written: cheap checks fail first, and cargo parallelises itself.
+.NOTPARALLEL:
+
+# One cargo target dir for every target; honours CARGO_TARGET_DIR when it is set.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+BIN := $(TARGET_DIR)/release/wse-server
+export WSE_SERVER ?= $(BIN)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
+		| sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' \
+		| while IFS=$$'\t' read -r target text; do printf '  %-20s %s\n' "$$target" "$$text"; done
+
+.PHONY: build
+build: ## release build of the whole workspace
+	cargo build --release --workspace
+
+.PHONY: run
+run: build ## run wse-server with the embedded defaults (0.0.0.0:5006)
+	$(BIN)
+
+.PHONY: deps
+deps: ## install the Debian packages the tests need (apt, idempotent)
+	scripts/install-deps.sh
+
+.PHONY: venv
+venv: ## create .venv with the pinned Python test tools
+	scripts/setup-venv.sh
+
+.PHONY: wstest-venv
+wstest-venv: ## create .venv/wstest, Python 2.7 with the reference Autobahn wstest
+	scripts/setup-wstest.sh
+
+.PHONY: fmt-check
+fmt-check: ## check formatting (rustfmt)
+	cargo fmt --all --check
+
+.PHONY: width-check
+width-check: ## fail on Rust lines over 100 columns, comments included
+	scripts/check-comment-width.sh
+
+.PHONY: lint-scripts
+lint-scripts: ## shellcheck the scripts
+	shellcheck .ci/run scripts/*.sh
+
+.PHONY: clippy
+clippy: ## clippy on all targets, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: doc
+doc: ## build the docs, warnings are errors
+	RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+
+.PHONY: unit
+unit: ## unit and integration tests (cargo test)
+	cargo test --workspace
+
+.PHONY: conformance
+conformance: venv build ## Autobahn cases 1-7, 9, 10 against wse-server --echo, via kosoku
+	scripts/autobahn.sh kosoku
+
+.PHONY: conformance-wstest
+conformance-wstest: deps wstest-venv build ## the same cases via the reference wstest (Python 2.7)
+	scripts/autobahn.sh wstest
+
+.PHONY: membench
+membench: build ## resident memory per idle connection at 10,000 connections
+	scripts/membench.sh
+
+.PHONY: test
+test: deps venv fmt-check width-check lint-scripts clippy doc unit conformance ## every check CI runs
+
+.PHONY: test-long
+test-long: test conformance-wstest ## test, then the slower suites
