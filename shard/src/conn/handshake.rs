@@ -83,11 +83,13 @@ async fn respond(
 ) -> Option<(Request, Vec<u8>)> {
     let shared = &shard.shared;
     let path = request.path.as_str();
-    if path == shared.config.path {
+    let endpoint = path == "/health" || path == "/metrics";
+    // Echo mode serves every path, as conformance clients pick their own.
+    if path == shared.config.path || (shared.config.echo && !endpoint) {
         return upgrade(shard, stream, request, leftover).await;
     }
     let (status, content_type, body) = match path {
-        _ if path != "/health" && path != "/metrics" => (404, "text/plain", "not found\n".into()),
+        _ if !endpoint => (404, "text/plain", "not found\n".into()),
         _ if request.method != "GET" => (405, "text/plain", "method not allowed\n".into()),
         "/health" => {
             (200, "application/json", shared.metrics.health_json(Instant::now(), crate::VERSION))
