@@ -47,15 +47,20 @@ impl Session {
         CloseReason::for_code(code)
     }
 
-    /// Drops queued data, queues a Close frame and writes it (within `close_timeout`).
+    /// Writes what is already queued (a slow consumer's queue is dropped instead), then the
+    /// Close frame, all within `close_timeout`. Nothing new is queued meanwhile: the close
+    /// request makes the shard skip this connection.
     async fn send_close(&mut self, code: Option<u16>) {
-        let dropped = self.conn.out.borrow_mut().clear_data();
-        self.shard.metrics().dropped(DropReason::Closing, dropped as u64);
+        if code == Some(super::SLOW_CONSUMER) {
+            let dropped = self.conn.out.borrow_mut().clear_data();
+            self.shard.metrics().dropped(DropReason::Closing, dropped as u64);
+        }
         let mut frame = Vec::with_capacity(4);
         writer::encode_close(code, "", &mut frame);
-        let _ = self.conn.out.borrow_mut().push_control(Bytes::from(frame), usize::MAX);
         let limit = self.shard.shared.config.close_timeout;
         let _ = timeout(limit, async {
+            poll_fn(|cx| self.poll_flush(cx)).await?;
+            let _ = self.conn.out.borrow_mut().push_control(Bytes::from(frame), usize::MAX);
             poll_fn(|cx| self.poll_flush(cx)).await?;
             Ok(())
         })
