@@ -6,7 +6,6 @@
 //! `SO_REUSEADDR` and the configured backlog, which glommio's own `bind` does not offer.
 
 use std::net::SocketAddr;
-#[allow(unsafe_code)]
 use std::os::fd::{FromRawFd, IntoRawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

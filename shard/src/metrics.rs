@@ -131,6 +131,9 @@ impl DropReason {
     }
 }
 
+/// Selects one counter of a shard.
+type Field = fn(&ShardMetrics) -> &AtomicU64;
+
 /// One shard's counters. Written only by that shard; read by anyone.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -233,7 +236,7 @@ impl Metrics {
         self.per_shard(&mut out, "wse_handshaking", "gauge", "Sockets in the handshake.", |m| {
             &m.handshaking
         });
-        let counters: [(&str, &str, fn(&ShardMetrics) -> &AtomicU64); 7] = [
+        let counters: [(&str, &str, Field); 7] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
             ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
