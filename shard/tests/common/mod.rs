@@ -571,10 +571,16 @@ impl RawClient {
         let frame = self.read_frame(within).unwrap_or_else(|e| {
             panic!("FAIL({code}): expected a Close frame, got {e:?} (non-strict if Closed)")
         });
+        self.expect_close_frame(&frame, code, deadline);
+    }
+
+    /// The rest of FAIL(n) once its first frame was read: `frame` is Close `code`, then the
+    /// server closes TCP before `deadline`.
+    pub fn expect_close_frame(&mut self, frame: &Frame, code: u16, deadline: Instant) {
         assert_eq!(frame.opcode(), CLOSE, "FAIL({code}): next frame is not Close: {frame:?}");
         assert_eq!(frame.b0, FIN | CLOSE, "Close frame header: {frame:?}");
         assert_eq!(frame.close_code(), Some(code), "FAIL({code}): Close frame {frame:?}");
-        self.answer_close_and_expect_eof(&frame, deadline);
+        self.answer_close_and_expect_eof(frame, deadline);
     }
 
     /// A clean close started by the client: the next frame is a Close whose code is one of
@@ -892,6 +898,14 @@ impl Unharmed {
         self.case_messages.clone()
     }
 
+    /// Asserts that exactly `count` positive-control messages arrived on [`CASE_TOPIC`].
+    pub fn assert_case_count(&mut self, count: usize) {
+        self.case_messages(count, IO_LIMIT);
+        while self.pump(Duration::from_millis(50)) {}
+        let got = self.case_messages.len();
+        assert_eq!(got, count, "positive controls delivered {got} times, want {count}");
+    }
+
     /// Runs every UNHARMED check; `server` must be the one given to [`Unharmed::before`].
     pub fn check(mut self, server: &Server) {
         self.publish_one();
@@ -901,7 +915,7 @@ impl Unharmed {
         while (self.watched.len() as u64) < self.published && Instant::now() < deadline {
             self.pump(deadline.saturating_duration_since(Instant::now()));
         }
-        self.pump(Duration::from_millis(100));
+        while self.pump(Duration::from_millis(100)) {}
         let numbers: Vec<u64> =
             self.watched.iter().filter_map(|p| p.data.num_at("n")).map(|n| n as u64).collect();
         let want: Vec<u64> = (0..self.published).collect();
@@ -939,13 +953,16 @@ impl Unharmed {
     }
 
     /// Moves what the bystander saw into the lists; panics on an evil delivery or a close.
-    fn pump(&mut self, within: Duration) {
+    /// Whether something arrived within `within`.
+    fn pump(&mut self, within: Duration) -> bool {
         match self.bystander.next(within) {
             Some(Seen::Json(v)) => self.note(v),
             Some(Seen::Close(code)) => panic!("UNHARMED: bystander closed with {code:?}"),
             Some(Seen::Closed) => panic!("UNHARMED: bystander lost its connection"),
-            Some(Seen::Pong(_)) | None => {}
+            Some(Seen::Pong(_)) => {}
+            None => return false,
         }
+        true
     }
 
     fn note(&mut self, value: Value) {
