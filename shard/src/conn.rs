@@ -143,10 +143,11 @@ pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
     let span = debug_span!("conn", %peer);
     spawn_local(
         async move {
-            let upgraded = handshake::run(&shard, stream, ticket).await;
-            if let Some(upgraded) = upgraded {
-                Session::start(shard, upgraded, peer).await;
-            }
+            let Some(upgraded) = handshake::run(&shard, stream, ticket).await else { return };
+            // The session runs as a task of its own, so that the handshake's larger state is
+            // freed rather than carried for the connection's whole life.
+            let span = tracing::Span::current();
+            spawn_local(Session::start(shard, upgraded, peer).instrument(span)).detach();
         }
         .instrument(span),
     )
@@ -185,33 +186,36 @@ impl Session {
         ShardMetrics::add(&shard.metrics().connections, 1);
         ShardMetrics::add(&shard.metrics().accepted, 1);
         debug!(conn = conn.id.0, %peer, "upgraded");
-        let mut session = Session { shard, conn, stream: upgraded.stream, reader, writing: None };
-        let reason = session.serve(&upgraded.request, &upgraded.leftover).await;
+        let Upgraded { stream, request, leftover } = upgraded;
+        let mut session = Session { shard, conn, stream, reader, writing: None };
+        if !session.shard.shared.config.echo {
+            session.greet(&request);
+        }
+        // The request's headers are not needed any more; an idle connection keeps nothing
+        // of its handshake.
+        drop(request);
+        let reason = session.serve(leftover).await;
         session.finish(reason);
     }
 
-    async fn serve(
-        &mut self,
-        request: &wse_protocol::handshake::Request,
-        leftover: &[u8],
-    ) -> CloseReason {
-        if !self.shard.shared.config.echo {
-            self.greet(request);
-        }
+    /// The connection's main loop. Rare and bulky steps (acting on messages, closing) run
+    /// in boxed futures, so the state an idle connection keeps is only this loop's.
+    async fn serve(&mut self, leftover: Vec<u8>) -> CloseReason {
         if !leftover.is_empty() {
-            if let Some(reason) = self.input(leftover).await {
+            if let Some(reason) = Box::pin(self.input(&leftover)).await {
                 return reason;
             }
         }
+        drop(leftover);
         loop {
             let step = poll_fn(|cx| self.poll_step(cx)).await;
             let reason = match step {
                 Step::Input(n) => {
                     let parsed = self.parse_shared(n);
-                    self.act(parsed).await
+                    Box::pin(self.act(parsed)).await
                 }
                 Step::Gone => Some(CloseReason::Transport),
-                Step::Close(code) => Some(self.close_by_server(code, true).await),
+                Step::Close(code) => Some(Box::pin(self.close_by_server(code, true)).await),
             };
             if let Some(reason) = reason {
                 return reason;
