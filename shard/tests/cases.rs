@@ -370,20 +370,24 @@ fn c05_utf8_is_validated_across_fragment_boundaries() {
         Input::new("κ over two frames", vec![frame(TEXT, &[0xce]), frame(FIN, &[0xba])])
             .doc("01 81 01 02 03 04 cf · 80 81 01 02 03 04 bb")
             .replies(vec![text_reply("κ".as_bytes())]),
-        Input::new("U+1D11E one byte per frame", vec![
-            frame(TEXT, &[0xf0]),
-            frame(0, &[0x9d]),
-            frame(0, &[0x84]),
-            frame(FIN, &[0x9e]),
-        ])
-        .doc("01 81 01 02 03 04 f1 · 00 81 01 02 03 04 9c · 00 81 01 02 03 04 85 · 80 81 01 02 03 04 9f")
+        Input::new(
+            "U+1D11E one byte per frame",
+            vec![frame(TEXT, &[0xf0]), frame(0, &[0x9d]), frame(0, &[0x84]), frame(FIN, &[0x9e])],
+        )
+        .doc(
+            "01 81 01 02 03 04 f1 · 00 81 01 02 03 04 9c · 00 81 01 02 03 04 85 · \
+             80 81 01 02 03 04 9f",
+        )
         .replies(vec![text_reply("𝄞".as_bytes())]),
-        Input::new("above U+10FFFF mid-message", vec![
-            frame(TEXT, &kosme),
-            frame(0, &hex("f4 90 80 80")),
-            Part::Pause(Duration::from_millis(500)),
-            frame(FIN, b"edited"),
-        ])
+        Input::new(
+            "above U+10FFFF mid-message",
+            vec![
+                frame(TEXT, &kosme),
+                frame(0, &hex("f4 90 80 80")),
+                Part::Pause(Duration::from_millis(500)),
+                frame(FIN, b"edited"),
+            ],
+        )
         .doc(
             "01 8b 01 02 03 04 cf b8 e2 b9 b8 cd 80 ca bd cc b6 · 00 84 01 02 03 04 f5 92 83 84 \
              · 80 86 01 02 03 04 64 66 6a 70 64 66",

@@ -19,7 +19,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -797,10 +797,7 @@ impl LiveClient {
 
     /// The next event, if one comes within `within`.
     pub fn next(&self, within: Duration) -> Option<Seen> {
-        match self.seen.recv_timeout(within) {
-            Ok(seen) => Some(seen),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.seen.recv_timeout(within).ok()
     }
 
     /// Waits for a JSON message that `accept`s; messages before it are discarded.
