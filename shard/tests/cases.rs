@@ -198,6 +198,8 @@ fn c02_flood_of_trickling_sockets_leaves_other_addresses_served_and_fds_at_basel
         let read = std::io::Read::read(&mut socket, &mut byte);
         assert!(matches!(read, Ok(0) | Err(_)), "a flood socket is still being served");
     }
+    let capped = server.metric(r#"wse_handshake_rejections_total{reason="handshake_cap"}"#);
+    assert!(capped > 0.0, "the flood never reached the per-address handshake cap");
     let fds = eventually(IO_LIMIT, || server.fd_count() <= baseline);
     assert!(fds, "fd count {} did not return to baseline {baseline}", server.fd_count());
     unharmed.check(&server);
@@ -677,6 +679,7 @@ fn c10_half_open_connections_are_torn_down_by_the_heartbeat_timeout() {
         thread::sleep(Duration::from_millis(500));
     }
     let took = dark_at.elapsed();
+    eprintln!("c10: half-open connections torn down {took:?} after the link went dark");
     assert_eq!(server.metric("wse_connections"), 3.0, "half-open connections still counted");
     assert!(took <= limit, "torn down after {took:?}, limit {limit:?}");
     assert!(ticks > 0);
