@@ -62,6 +62,10 @@ doc: ## build the docs, warnings are errors
 unit: ## unit and integration tests (cargo test)
 	cargo test --workspace
 
+.PHONY: smoke
+smoke: venv build ## Python `websockets` client against the release wse-server (pytest)
+	.venv/bin/python -m pytest -q tests/python
+
 .PHONY: conformance
 conformance: venv build ## Autobahn cases 1-7, 9, 10 against wse-server --echo, via kosoku
 	scripts/autobahn.sh kosoku
@@ -75,7 +79,7 @@ membench: build ## resident memory per idle connection at 10,000 connections
 	scripts/membench.sh
 
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts clippy doc unit conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

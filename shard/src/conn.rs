@@ -370,6 +370,8 @@ impl Session {
             index.unsubscribe(self.conn.id, topic);
         }
         drop(index);
+        let held = topics.len() as u64;
+        shard.metrics().subscriptions.fetch_sub(held, std::sync::atomic::Ordering::Relaxed);
         shard.conns.borrow_mut().remove(&self.conn.id);
         shard.shared.admitted.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         ShardMetrics::dec(&shard.metrics().connections);

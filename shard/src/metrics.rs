@@ -141,6 +141,8 @@ pub struct ShardMetrics {
     pub connections: AtomicU64,
     /// Sockets in the handshake now (gauge).
     pub handshaking: AtomicU64,
+    /// Subscriptions (exact topics and patterns) held by this shard's connections (gauge).
+    pub subscriptions: AtomicU64,
     /// Connections upgraded since start.
     pub accepted: AtomicU64,
     /// Data messages received from clients.
@@ -236,6 +238,8 @@ impl Metrics {
         self.per_shard(&mut out, "wse_handshaking", "gauge", "Sockets in the handshake.", |m| {
             &m.handshaking
         });
+        let help = "Subscriptions held by connections.";
+        self.per_shard(&mut out, "wse_subscriptions", "gauge", help, |m| &m.subscriptions);
         let counters: [(&str, &str, Field); 7] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),

@@ -10,7 +10,10 @@
 //! priority than the newcomer are evicted, lowest first; if that is not enough the newcomer is
 //! dropped, unless it is CRITICAL, in which case every non-critical frame goes and, if even
 //! that leaves no room, the connection must be closed with 4503 ([`Push::Overflow`]).
-//! Control frames (Pong, Close, heartbeats) use their own lane and leave first.
+//! Control frames (Pong, Close, heartbeats) use their own lane and leave first. A frame that
+//! arrives while the queue is empty is always taken, whatever its size, so a message as large
+//! as `max_message_size` still reaches a connection whose budget is smaller; the memory bound
+//! is then the larger of the budget and one frame.
 //!
 //! TODO(#4): priority must never reorder one topic's publications; today a topic published
 //! at two priorities can be reordered between them.
@@ -51,6 +54,7 @@ pub struct OutQueue {
 impl OutQueue {
     /// Queues a control frame (Pong, Close, heartbeat) within `budget`.
     pub fn push_control(&mut self, frame: Bytes, budget: usize) -> Push {
+        let budget = self.effective_budget(budget, frame.len());
         if self.bytes + frame.len() > budget {
             let evicted = self.evict_from(1, frame.len(), budget);
             if self.bytes + frame.len() > budget {
@@ -65,6 +69,7 @@ impl OutQueue {
 
     /// Queues a data frame of priority `pri` within `budget`, applying the drop policy.
     pub fn push(&mut self, pri: Priority, frame: Bytes, budget: usize) -> Push {
+        let budget = self.effective_budget(budget, frame.len());
         let level = pri.index();
         let mut evicted = 0;
         if self.bytes + frame.len() > budget {
@@ -110,6 +115,15 @@ impl OutQueue {
         }
         self.bytes = self.control.iter().map(Bytes::len).sum();
         n
+    }
+
+    /// The budget for a frame of `len` bytes: an empty queue takes any one frame.
+    fn effective_budget(&self, budget: usize, len: usize) -> usize {
+        if self.bytes == 0 {
+            budget.max(len)
+        } else {
+            budget
+        }
     }
 
     fn enqueue_control(&mut self, frame: Bytes) {
@@ -194,6 +208,14 @@ mod tests {
         q.push(Priority::High, frame(60, b'h'), 100);
         assert_eq!(q.push(Priority::Critical, frame(60, b'c'), 100), Push::Queued { evicted: 1 });
         assert_eq!(q.push(Priority::Critical, frame(60, b'C'), 100), Push::Overflow);
+    }
+
+    #[test]
+    fn empty_queue_takes_one_frame_larger_than_the_budget() {
+        let mut q = OutQueue::default();
+        assert_eq!(q.push(Priority::Low, frame(150, b'l'), 100), Push::Queued { evicted: 0 });
+        assert_eq!(q.push(Priority::Low, frame(10, b'm'), 100), Push::Dropped);
+        assert_eq!(q.pop().expect("queued").len(), 150);
     }
 
     #[test]

@@ -200,6 +200,7 @@ fn silent_client_is_closed_with_4408_at_the_idle_timeout_and_its_subscriptions_a
     silent.next_json(IO_LIMIT);
     let live = LiveClient::open(server.addr, "/wse?topics=idle");
     assert_eq!(server.metric("wse_connections"), 4.0);
+    let subscriptions = server.metric("wse_subscriptions");
 
     // The silent client only reads: heartbeats come, then Close 4408, then TCP close.
     let started = Instant::now();
@@ -219,6 +220,7 @@ fn silent_client_is_closed_with_4408_at_the_idle_timeout_and_its_subscriptions_a
     let open = server.wait_metric("wse_connections", IO_LIMIT, |v| v == 3.0);
     assert_eq!(open, 3.0);
     assert_eq!(server.metric(r#"wse_closes_total{reason="idle_timeout"}"#), 1.0);
+    assert_eq!(server.metric("wse_subscriptions"), subscriptions - 1.0);
     let dropped = server.metric("wse_dropped_messages_total");
     let mut publisher = ws_connect_wse(&server, "/wse");
     ws_send(&mut publisher, &publish_json("idle", r#"{"after":true}"#));

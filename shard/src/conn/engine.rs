@@ -19,6 +19,7 @@ use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
 use super::Session;
+use crate::metrics::ShardMetrics;
 use crate::shard::{text_frame, unix_ms};
 
 impl Session {
@@ -137,6 +138,7 @@ impl Session {
         }
         self.shard.topics.borrow_mut().subscribe(self.conn.id, topic);
         mine.push(topic.into());
+        ShardMetrics::add(&self.shard.metrics().subscriptions, 1);
         Ok(())
     }
 
@@ -145,6 +147,7 @@ impl Session {
         if let Some(at) = mine.iter().position(|t| **t == *topic) {
             mine.swap_remove(at);
             self.shard.topics.borrow_mut().unsubscribe(self.conn.id, topic);
+            ShardMetrics::dec(&self.shard.metrics().subscriptions);
         }
     }
 
