@@ -1,6 +1,6 @@
 //! The cross-shard rings that carry publications between shards.
 //!
-//! Place: `shard (publisher) → **ring** → owner shard → **ring** → every shard → subscribers`.
+//! Place: `publisher's shard → **ring** → owner shard → **ring** → every shard`.
 //! Two full meshes of bounded single-producer single-consumer rings (glommio
 //! `channel_mesh`), one ring per ordered pair of shards in each:
 //!

@@ -1,8 +1,8 @@
 //! Sans-I/O core of the WSE engine.
 //!
-//! Place in the data path: `socket → shard → **protocol** → fanout → shard → socket`. The shard
-//! reads bytes from a socket and pushes them through this crate; this crate tells it what the
-//! bytes mean and which bytes to send back. It owns:
+//! Place in the data path: `socket → shard → **protocol** → fanout → shard → socket`. The
+//! shard reads bytes from a socket and pushes them through this crate; this crate tells
+//! it what the bytes mean and which bytes to send back. It owns:
 //!
 //! - [`handshake`]: the HTTP/1.1 upgrade request (RFC 6455 §4.2.1), plain HTTP responses;
 //! - [`frame`], [`mask`], [`close`], [`reader`], [`writer`]: the RFC 6455 frame layer and the

@@ -1,8 +1,8 @@
 //! Masking and unmasking of frame payloads (RFC 6455 §5.3).
 //!
-//! Place in the data path: `socket → shard → protocol (reader → **mask**)`. Every frame a client
-//! sends is masked with a 4-byte masking key; [`crate::reader`] unmasks payload bytes as they
-//! arrive, so one frame may be unmasked in many pieces. [`apply_mask`] therefore takes the
+//! Place in the data path: `socket → shard → protocol (reader → **mask**)`. Every frame a
+//! client sends is masked with a 4-byte masking key; [`crate::reader`] unmasks payload bytes as
+//! they arrive, so one frame may be unmasked in many pieces. [`apply_mask`] therefore takes the
 //! position in the key at which the piece starts and returns the position for the next piece.
 //! Masking and unmasking are the same XOR; [`crate::writer`] uses it to build client frames.
 //!

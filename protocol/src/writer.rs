@@ -1,11 +1,11 @@
 //! Frame encoding (RFC 6455 §5.2).
 //!
-//! Place in the data path: `fanout → shard → **protocol (writer)** → socket`. The shard asks for
-//! the header of a server frame and writes header and payload (often a payload shared by many
-//! connections) without copying the payload here; [`encode_frame`] and [`encode_close`] are the
-//! convenience forms for small frames. Server frames are never masked. [`encode_masked_frame`]
-//! builds client frames for load generators, clients and tests. Deciding *what* to send, and
-//! compression, belong to the caller.
+//! Place in the data path: `fanout → shard → **protocol (writer)** → socket`. The shard asks
+//! for the header of a server frame and writes header and payload (often a payload shared by
+//! many connections) without copying the payload here; [`encode_frame`] and [`encode_close`]
+//! are the convenience forms for small frames. Server frames are never masked.
+//! [`encode_masked_frame`] builds client frames for load generators, clients and tests.
+//! Deciding *what* to send, and compression, belong to the caller.
 
 use crate::close::is_valid_close_code;
 use crate::frame::{
