@@ -90,11 +90,11 @@ impl Config {
     /// Builds the configuration from parsed flags (and the file they name).
     pub fn from_cli(cli: Cli) -> Result<Config, Error> {
         let file = match &cli.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
+            Some(path) => Overrides::load(path)?,
+            None => Overrides::default(),
         };
         let config = file.apply_to(Config::default())?;
-        let config = cli.apply_to(config)?;
+        let config = cli.overrides().apply_to(config)?;
         config.validate()?;
         Ok(config)
     }
@@ -215,33 +215,38 @@ pub struct Cli {
 }
 
 impl Cli {
-    fn apply_to(&self, mut c: Config) -> Result<Config, Error> {
-        set(&mut c.host, self.host);
-        set(&mut c.port, self.port);
-        set(&mut c.path, self.path.clone());
-        set(&mut c.backlog, self.backlog);
-        set(&mut c.max_connections, self.max_connections);
-        set(&mut c.max_message_size, self.max_message_size);
-        set(&mut c.max_handshakes, self.max_handshakes);
-        set(&mut c.max_handshakes_per_ip, self.max_handshakes_per_ip);
-        set(&mut c.max_outbound_queue_bytes, self.max_outbound_queue_bytes);
-        set(&mut c.max_subscriptions_per_connection, self.max_subscriptions_per_connection);
-        set(&mut c.ring_capacity, self.ring_capacity);
-        set_secs(&mut c.handshake_timeout, self.handshake_timeout, "handshake_timeout")?;
-        set_secs(&mut c.ping_interval, self.ping_interval, "ping_interval")?;
-        set_secs(&mut c.idle_timeout, self.idle_timeout, "idle_timeout")?;
-        set_secs(&mut c.close_timeout, self.close_timeout, "close_timeout")?;
-        c.allow_client_publish |= self.allow_client_publish;
-        c.echo |= self.echo;
-        set_cores(&mut c.cores, self.cores.clone(), self.shards)?;
-        Ok(c)
+    /// The settings given on the command line or in the environment, as an overlay.
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            host: self.host,
+            port: self.port,
+            path: self.path.clone(),
+            cores: self.cores.clone(),
+            shards: self.shards,
+            backlog: self.backlog,
+            max_connections: self.max_connections,
+            max_message_size: self.max_message_size,
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            close_timeout: self.close_timeout,
+            max_outbound_queue_bytes: self.max_outbound_queue_bytes,
+            max_subscriptions_per_connection: self.max_subscriptions_per_connection,
+            allow_client_publish: self.allow_client_publish.then_some(true),
+            echo: self.echo.then_some(true),
+            ring_capacity: self.ring_capacity,
+        }
     }
 }
 
-/// The TOML file: the same keys as the long flags, with underscores.
+/// Settings from one source (the TOML file, or flags and environment) laid over the
+/// defaults; `None` leaves a setting as it was. The file's keys are the long flag names with
+/// underscores.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+struct Overrides {
     host: Option<IpAddr>,
     port: Option<u16>,
     path: Option<String>,
@@ -263,8 +268,8 @@ struct FileConfig {
     ring_capacity: Option<usize>,
 }
 
-impl FileConfig {
-    fn load(path: &PathBuf) -> Result<FileConfig, Error> {
+impl Overrides {
+    fn load(path: &PathBuf) -> Result<Overrides, Error> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
