@@ -35,6 +35,7 @@ use wse_protocol::reader::{Event, Reader, ReaderConfig};
 use crate::metrics::{CloseReason, Rejection, ShardMetrics};
 use crate::outqueue::OutQueue;
 use crate::shard::Shard;
+use crate::transport::Transport;
 
 pub(crate) use handshake::Upgraded;
 
@@ -143,7 +144,8 @@ pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
     let span = debug_span!("conn", %peer);
     spawn_local(
         async move {
-            let Some(upgraded) = handshake::run(&shard, stream, ticket).await else { return };
+            let transport = Transport::Plain(stream);
+            let Some(upgraded) = handshake::run(&shard, transport, ticket).await else { return };
             // The session runs as a task of its own, so that the handshake's larger state is
             // freed rather than carried for the connection's whole life.
             let span = tracing::Span::current();
@@ -158,7 +160,7 @@ pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
 struct Session {
     shard: Rc<Shard>,
     conn: Rc<Conn>,
-    stream: TcpStream,
+    stream: Transport,
     reader: Reader,
     /// Bytes of the current write that the socket has not taken yet.
     writing: Option<Bytes>,
@@ -306,7 +308,10 @@ impl Session {
             if self.writing.is_none() {
                 self.writing = self.next_batch();
             }
-            let Some(batch) = self.writing.as_mut() else { return Poll::Ready(Ok(())) };
+            let Some(batch) = self.writing.as_mut() else {
+                // Everything is handed over; push out what the transport still holds (TLS).
+                return Pin::new(&mut self.stream).poll_flush(cx);
+            };
             let written = match Pin::new(&mut self.stream).poll_write(cx, batch) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => n,

@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod outqueue;
 pub mod server;
 mod shard;
+mod tls;
+mod transport;
 
 use std::net::SocketAddr;
 

@@ -9,7 +9,6 @@
 //! reads it.
 
 use std::future::poll_fn;
-use std::net::Shutdown;
 
 use bytes::Bytes;
 use glommio::timer::timeout;
@@ -38,7 +37,7 @@ impl Session {
             if frames_ok {
                 self.await_client_close().await;
             } else {
-                let _ = self.stream.shutdown(Shutdown::Write).await;
+                self.stream.shutdown_write().await;
                 self.discard_until_eof().await;
             }
             Ok(())

@@ -7,14 +7,13 @@
 //! error (400, 404, 405, 426, 431, 503) after which the socket is closed.
 
 use std::future::poll_fn;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWriteExt};
-use glommio::net::TcpStream;
+use crate::transport::Transport;
 use glommio::timer::timeout;
 use tracing::debug;
 use wse_protocol::handshake::{self, HandshakeLimits, Request};
@@ -26,7 +25,7 @@ use crate::shard::Shard;
 
 /// A socket that completed the upgrade.
 pub(crate) struct Upgraded {
-    pub stream: TcpStream,
+    pub stream: Transport,
     /// The upgrade request (query, cookies and headers for later decisions).
     pub request: Request,
     /// Bytes that followed the request head in the same reads: the first frames.
@@ -35,7 +34,7 @@ pub(crate) struct Upgraded {
 
 /// Runs the handshake under the configured deadline. `None` when the socket was answered
 /// with plain HTTP, refused, or timed out; the socket is closed then.
-pub(super) async fn run(shard: &Rc<Shard>, stream: TcpStream, ticket: Ticket) -> Option<Upgraded> {
+pub(super) async fn run(shard: &Rc<Shard>, stream: Transport, ticket: Ticket) -> Option<Upgraded> {
     let metrics = shard.metrics();
     ShardMetrics::add(&metrics.handshaking, 1);
     let limit = shard.shared.config.handshake_timeout;
@@ -55,7 +54,7 @@ pub(super) async fn run(shard: &Rc<Shard>, stream: TcpStream, ticket: Ticket) ->
 }
 
 /// Reads the request head and answers it.
-async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Request, Vec<u8>)> {
+async fn exchange(shard: &Rc<Shard>, stream: &mut Transport) -> Option<(Request, Vec<u8>)> {
     let limits = HandshakeLimits::default();
     let mut head = Vec::new();
     loop {
@@ -77,7 +76,7 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream) -> Option<(Request,
 /// Routes a complete request: the WebSocket path, the HTTP endpoints, or 404/405.
 async fn respond(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     request: Request,
     leftover: Vec<u8>,
 ) -> Option<(Request, Vec<u8>)> {
@@ -107,7 +106,7 @@ async fn respond(
 /// Validates the upgrade, applies `max_connections`, and sends `101`.
 async fn upgrade(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     request: Request,
     leftover: Vec<u8>,
 ) -> Option<(Request, Vec<u8>)> {
@@ -126,7 +125,7 @@ async fn upgrade(
         return None;
     }
     let response = handshake::switching_protocols(&upgrade, &[]);
-    if stream.write_all(&response).await.is_err() {
+    if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         shard.shared.admitted.fetch_sub(1, Ordering::AcqRel);
         return None;
     }
@@ -144,7 +143,7 @@ fn take_connection_slot(shard: &Shard) -> bool {
 }
 
 /// Answers a malformed or unsupported request with its HTTP status and closes.
-async fn refuse(shard: &Shard, stream: &mut TcpStream, error: &ProtocolError) {
+async fn refuse(shard: &Shard, stream: &mut Transport, error: &ProtocolError) {
     let why = match error.http_status() {
         Some(426) => Rejection::Version,
         Some(431) => Rejection::HeadersTooLarge,
@@ -157,11 +156,11 @@ async fn refuse(shard: &Shard, stream: &mut TcpStream, error: &ProtocolError) {
 
 /// Writes a final HTTP response, then half-closes and drains what the client still sends,
 /// so that closing does not reset the connection before the client reads the response.
-async fn answer_and_close(stream: &mut TcpStream, response: &[u8]) {
-    if stream.write_all(response).await.is_err() {
+async fn answer_and_close(stream: &mut Transport, response: &[u8]) {
+    if stream.write_all(response).await.is_err() || stream.flush().await.is_err() {
         return;
     }
-    let _ = stream.shutdown(Shutdown::Write).await;
+    stream.shutdown_write().await;
     let _ = timeout(LINGER, async {
         let mut sink = [0u8; 512];
         while let Ok(n) = futures_lite::AsyncReadExt::read(stream, &mut sink).await {
@@ -176,7 +175,7 @@ async fn answer_and_close(stream: &mut TcpStream, response: &[u8]) {
 
 /// Appends what the socket has to `head`, read through the shard's shared buffer.
 /// `None` at end of stream or on an error.
-async fn read_some(shard: &Shard, stream: &mut TcpStream, head: &mut Vec<u8>) -> Option<()> {
+async fn read_some(shard: &Shard, stream: &mut Transport, head: &mut Vec<u8>) -> Option<()> {
     poll_fn(|cx| {
         let mut buf = shard.read_buf.borrow_mut();
         match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
