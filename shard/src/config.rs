@@ -54,6 +54,107 @@ pub struct Config {
     pub echo: bool,
     /// Capacity of each cross-shard ring, in publications.
     pub ring_capacity: usize,
+    /// Who may connect and what they may do: JWT, origins, E2E, signing, rate limits.
+    pub security: Security,
+    /// Certificate chain and private key (PEM files) for `wss://`; plain `ws://` when absent.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Security settings (PROTOCOL.md §2, §5, §6); see the flags of the same names.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// JWT validation in the handshake; `None` admits connections anonymously.
+    pub jwt: Option<JwtSettings>,
+    /// Cookie that carries the token.
+    pub cookie_name: String,
+    /// Whether the `token` query parameter is read (off: URLs end up in logs).
+    pub query_token: bool,
+    /// What a client without a valid token gets.
+    pub failure_mode: AuthFailureMode,
+    /// Close a connection with 4403 when its token's `exp` passes.
+    pub close_on_token_expiry: bool,
+    /// Allowed `Origin` values; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Whether clients may ask for end-to-end encryption in `client_hello`.
+    pub encryption: bool,
+    /// Shared HMAC secret for signing on connections without E2E.
+    pub signing_secret: Option<Secret>,
+    /// Outbound message types to sign (`*` for all); empty signs nothing.
+    pub sign_outbound: Vec<String>,
+    /// Refuse inbound JSON messages without a valid `sig`.
+    pub require_signed_inbound: bool,
+    /// Inbound token bucket: capacity in messages.
+    pub rate_limit_capacity: u64,
+    /// Inbound token bucket: messages refilled per second.
+    pub rate_limit_refill: f64,
+    /// A connection over its limit for this long is closed with 4429.
+    pub rate_limit_close_after: Duration,
+}
+
+/// JWT validation settings, as configured (keys are read and checked at start-up).
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// `HS256` (default), `RS256` or `ES256`; the token's own `alg` is never trusted.
+    pub algorithm: String,
+    /// HS256: the secret (at least 32 bytes). RS256/ES256: the PEM public key.
+    pub key: Secret,
+    /// The previous secret or public key, accepted too while keys rotate.
+    pub previous_key: Option<Secret>,
+    /// Required exact `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; empty refuses tokens that carry `aud`.
+    pub audience: Vec<String>,
+    /// Required `kid` header.
+    pub key_id: Option<String>,
+}
+
+/// What a client without a valid token gets (PROTOCOL.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthFailureMode {
+    /// Upgrade, one `error` message (`AUTH_REQUIRED` / `AUTH_FAILED`), then close 4401.
+    Close,
+    /// HTTP 401 before the upgrade.
+    Reject,
+}
+
+/// Paths of the PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Secret bytes that never appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            jwt: None,
+            cookie_name: "access_token".to_owned(),
+            query_token: false,
+            failure_mode: AuthFailureMode::Close,
+            close_on_token_expiry: false,
+            allowed_origins: Vec::new(),
+            encryption: true,
+            signing_secret: None,
+            sign_outbound: Vec::new(),
+            require_signed_inbound: false,
+            rate_limit_capacity: 100_000,
+            rate_limit_refill: 10_000.0,
+            rate_limit_close_after: Duration::from_secs(10),
+        }
+    }
 }
 
 impl Default for Config {
@@ -77,6 +178,8 @@ impl Default for Config {
             allow_client_publish: false,
             echo: false,
             ring_capacity: 1_024,
+            security: Security::default(),
+            tls: None,
         }
     }
 }
@@ -130,12 +233,32 @@ impl Config {
         if self.max_outbound_queue_bytes < 4096 {
             return bad("max_outbound_queue_bytes must be at least 4096".into());
         }
-        Ok(())
+        self.security.validate()
     }
 
     /// Number of shards (one per configured core).
     pub fn shards(&self) -> usize {
         self.cores.len()
+    }
+}
+
+impl Security {
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |msg: &str| Err(Error::Config(msg.to_owned()));
+        if self.rate_limit_capacity == 0 {
+            return bad("rate_limit_capacity must be positive");
+        }
+        if !self.rate_limit_refill.is_finite() || self.rate_limit_refill <= 0.0 {
+            return bad("rate_limit_refill must be a positive number of messages per second");
+        }
+        if self.cookie_name.is_empty() || self.cookie_name.contains([';', '=', ' ']) {
+            return bad("jwt_cookie_name must be a non-empty cookie name");
+        }
+        if self.require_signed_inbound && self.signing_secret.is_none() {
+            // E2E connections sign with their own key; the others need the shared secret.
+            return bad("require_signed_inbound needs signing_secret");
+        }
+        Ok(())
     }
 }
 
@@ -212,6 +335,73 @@ pub struct Cli {
     /// Capacity of each cross-shard ring, in publications [default: 1024].
     #[arg(long, env = "WSE_RING_CAPACITY")]
     pub ring_capacity: Option<usize>,
+
+    /// HS256 secret (at least 32 bytes); turns JWT validation on. Prefer the env variable.
+    #[arg(long, env = "WSE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// File holding the HS256 secret, or the PEM public key for RS256/ES256.
+    #[arg(long, env = "WSE_JWT_KEY_FILE")]
+    pub jwt_key_file: Option<PathBuf>,
+    /// The previous secret, still accepted while secrets rotate.
+    #[arg(long, env = "WSE_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// File with the previous secret or PEM public key.
+    #[arg(long, env = "WSE_JWT_PREVIOUS_KEY_FILE")]
+    pub jwt_previous_key_file: Option<PathBuf>,
+    /// JWT algorithm: HS256, RS256 or ES256; tokens' own alg is never trusted [default: HS256].
+    #[arg(long, env = "WSE_JWT_ALGORITHM")]
+    pub jwt_algorithm: Option<String>,
+    /// Required exact `iss` claim.
+    #[arg(long, env = "WSE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Accepted `aud` values, comma-separated; without it tokens carrying `aud` are refused.
+    #[arg(long, env = "WSE_JWT_AUDIENCE", value_delimiter = ',')]
+    pub jwt_audience: Option<Vec<String>>,
+    /// Required `kid` header of tokens.
+    #[arg(long, env = "WSE_JWT_KEY_ID")]
+    pub jwt_key_id: Option<String>,
+    /// Cookie carrying the token [default: access_token].
+    #[arg(long, env = "WSE_JWT_COOKIE_NAME")]
+    pub jwt_cookie_name: Option<String>,
+    /// Also read the token from the `token` query parameter (off: URLs end up in logs).
+    #[arg(long, env = "WSE_JWT_QUERY_TOKEN")]
+    pub jwt_query_token: bool,
+    /// Clients without a valid token: `close` (error message, then 4401) or `reject` (401).
+    #[arg(long, env = "WSE_AUTH_FAILURE_MODE", value_enum)]
+    pub auth_failure_mode: Option<AuthFailureMode>,
+    /// Close connections with 4403 when their token's `exp` passes.
+    #[arg(long, env = "WSE_CLOSE_ON_TOKEN_EXPIRY")]
+    pub close_on_token_expiry: bool,
+    /// Allowed Origin values, comma-separated; others get HTTP 403 [default: any origin].
+    #[arg(long, env = "WSE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Refuse end-to-end encryption requests (`client_hello` with encryption).
+    #[arg(long, env = "WSE_DISABLE_ENCRYPTION")]
+    pub disable_encryption: bool,
+    /// Shared HMAC-SHA256 secret for message signing on connections without E2E.
+    #[arg(long, env = "WSE_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Outbound message types to sign, comma-separated (`*` for all).
+    #[arg(long, env = "WSE_SIGN_OUTBOUND", value_delimiter = ',')]
+    pub sign_outbound: Option<Vec<String>>,
+    /// Refuse inbound JSON messages without a valid `sig` (error BAD_SIGNATURE).
+    #[arg(long, env = "WSE_REQUIRE_SIGNED_INBOUND")]
+    pub require_signed_inbound: bool,
+    /// Inbound messages a connection may burst [default: 100000].
+    #[arg(long, env = "WSE_RATE_LIMIT_CAPACITY")]
+    pub rate_limit_capacity: Option<u64>,
+    /// Inbound messages per second refilled [default: 10000].
+    #[arg(long, env = "WSE_RATE_LIMIT_REFILL")]
+    pub rate_limit_refill: Option<f64>,
+    /// Seconds a connection may stay over its limit before close 4429 [default: 10].
+    #[arg(long, env = "WSE_RATE_LIMIT_CLOSE_AFTER")]
+    pub rate_limit_close_after: Option<f64>,
+    /// PEM certificate chain: serve wss:// (needs --tls-key).
+    #[arg(long, env = "WSE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "WSE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Cli {
@@ -237,6 +427,28 @@ impl Cli {
             allow_client_publish: self.allow_client_publish.then_some(true),
             echo: self.echo.then_some(true),
             ring_capacity: self.ring_capacity,
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_key_file: self.jwt_key_file.clone(),
+            jwt_previous_secret: self.jwt_previous_secret.clone(),
+            jwt_previous_key_file: self.jwt_previous_key_file.clone(),
+            jwt_algorithm: self.jwt_algorithm.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+            jwt_key_id: self.jwt_key_id.clone(),
+            jwt_cookie_name: self.jwt_cookie_name.clone(),
+            jwt_query_token: self.jwt_query_token.then_some(true),
+            auth_failure_mode: self.auth_failure_mode,
+            close_on_token_expiry: self.close_on_token_expiry.then_some(true),
+            allowed_origins: self.allowed_origins.clone(),
+            encryption: self.disable_encryption.then_some(false),
+            signing_secret: self.signing_secret.clone(),
+            sign_outbound: self.sign_outbound.clone(),
+            require_signed_inbound: self.require_signed_inbound.then_some(true),
+            rate_limit_capacity: self.rate_limit_capacity,
+            rate_limit_refill: self.rate_limit_refill,
+            rate_limit_close_after: self.rate_limit_close_after,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -266,6 +478,28 @@ struct Overrides {
     allow_client_publish: Option<bool>,
     echo: Option<bool>,
     ring_capacity: Option<usize>,
+    jwt_secret: Option<String>,
+    jwt_key_file: Option<PathBuf>,
+    jwt_previous_secret: Option<String>,
+    jwt_previous_key_file: Option<PathBuf>,
+    jwt_algorithm: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<Vec<String>>,
+    jwt_key_id: Option<String>,
+    jwt_cookie_name: Option<String>,
+    jwt_query_token: Option<bool>,
+    auth_failure_mode: Option<AuthFailureMode>,
+    close_on_token_expiry: Option<bool>,
+    allowed_origins: Option<Vec<String>>,
+    encryption: Option<bool>,
+    signing_secret: Option<String>,
+    sign_outbound: Option<Vec<String>>,
+    require_signed_inbound: Option<bool>,
+    rate_limit_capacity: Option<u64>,
+    rate_limit_refill: Option<f64>,
+    rate_limit_close_after: Option<f64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -275,10 +509,10 @@ impl Overrides {
         toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
-    fn apply_to(self, mut c: Config) -> Result<Config, Error> {
+    fn apply_to(mut self, mut c: Config) -> Result<Config, Error> {
         set(&mut c.host, self.host);
         set(&mut c.port, self.port);
-        set(&mut c.path, self.path);
+        set(&mut c.path, self.path.take());
         set(&mut c.backlog, self.backlog);
         set(&mut c.max_connections, self.max_connections);
         set(&mut c.max_message_size, self.max_message_size);
@@ -293,9 +527,102 @@ impl Overrides {
         set_secs(&mut c.ping_interval, self.ping_interval, "ping_interval")?;
         set_secs(&mut c.idle_timeout, self.idle_timeout, "idle_timeout")?;
         set_secs(&mut c.close_timeout, self.close_timeout, "close_timeout")?;
-        set_cores(&mut c.cores, self.cores, self.shards)?;
+        set_cores(&mut c.cores, self.cores.take(), self.shards)?;
+        self.apply_security(&mut c.security)?;
+        c.tls = match (self.tls_cert, self.tls_key, c.tls.take()) {
+            (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+            (None, None, previous) => previous,
+            _ => return Err(Error::Config("tls_cert and tls_key go together".into())),
+        };
         Ok(c)
     }
+
+    fn apply_security(&mut self, s: &mut Security) -> Result<(), Error> {
+        set(&mut s.cookie_name, self.jwt_cookie_name.take());
+        set(&mut s.query_token, self.jwt_query_token);
+        set(&mut s.failure_mode, self.auth_failure_mode);
+        set(&mut s.close_on_token_expiry, self.close_on_token_expiry);
+        set(&mut s.allowed_origins, self.allowed_origins.take());
+        set(&mut s.encryption, self.encryption);
+        set(&mut s.sign_outbound, self.sign_outbound.take());
+        set(&mut s.require_signed_inbound, self.require_signed_inbound);
+        set(&mut s.rate_limit_capacity, self.rate_limit_capacity);
+        set(&mut s.rate_limit_refill, self.rate_limit_refill);
+        set_secs(
+            &mut s.rate_limit_close_after,
+            self.rate_limit_close_after,
+            "rate_limit_close_after",
+        )?;
+        if let Some(secret) = self.signing_secret.take() {
+            s.signing_secret = Some(Secret(secret.into_bytes()));
+        }
+        self.apply_jwt(&mut s.jwt)
+    }
+
+    /// JWT settings: a key (secret or file) turns validation on; the other keys refine it.
+    fn apply_jwt(&mut self, slot: &mut Option<JwtSettings>) -> Result<(), Error> {
+        let key = key_from(self.jwt_secret.take(), self.jwt_key_file.take(), "jwt")?;
+        let previous = key_from(
+            self.jwt_previous_secret.take(),
+            self.jwt_previous_key_file.take(),
+            "previous",
+        )?;
+        if let Some(key) = key {
+            *slot = Some(JwtSettings {
+                algorithm: "HS256".to_owned(),
+                key,
+                previous_key: None,
+                issuer: None,
+                audience: Vec::new(),
+                key_id: None,
+            });
+        }
+        let refines =
+            previous.is_some() || self.jwt_algorithm.is_some() || self.jwt_issuer.is_some();
+        let Some(jwt) = slot.as_mut() else {
+            if refines || self.jwt_audience.is_some() || self.jwt_key_id.is_some() {
+                return Err(Error::Config(
+                    "JWT settings given without jwt_secret or jwt_key_file".into(),
+                ));
+            }
+            return Ok(());
+        };
+        set(&mut jwt.previous_key, previous.map(Some));
+        set(&mut jwt.algorithm, self.jwt_algorithm.take().map(|a| a.to_ascii_uppercase()));
+        set(&mut jwt.issuer, self.jwt_issuer.take().map(Some));
+        set(&mut jwt.audience, self.jwt_audience.take());
+        set(&mut jwt.key_id, self.jwt_key_id.take().map(Some));
+        Ok(())
+    }
+}
+
+/// A key given inline or as a file; both at once is an error.
+fn key_from(
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    name: &str,
+) -> Result<Option<Secret>, Error> {
+    match (inline, file) {
+        (Some(_), Some(_)) => {
+            Err(Error::Config(format!("give the {name} key inline or as a file, not both")))
+        }
+        (Some(text), None) => Ok(Some(Secret(text.into_bytes()))),
+        (None, Some(path)) => std::fs::read(&path)
+            .map(|bytes| Some(Secret(trim_newline(bytes))))
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Drops one trailing newline, which editors add to secret files.
+fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    bytes
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {
@@ -423,5 +750,35 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(3));
         std::fs::write(&file, "no_such_key = 1\n").expect("write config");
         assert!(cli(&["--config", path]).is_err());
+    }
+
+    #[test]
+    fn jwt_settings_come_from_flags_and_secrets_stay_out_of_debug() {
+        let secret = "s".repeat(40);
+        let c = cli(&["--jwt-secret", &secret, "--jwt-audience", "a,b", "--jwt-issuer", "me"])
+            .expect("valid");
+        let jwt = c.security.jwt.as_ref().expect("jwt on");
+        assert_eq!(jwt.algorithm, "HS256");
+        assert_eq!(jwt.audience, ["a", "b"]);
+        assert_eq!(jwt.issuer.as_deref(), Some("me"));
+        assert!(!format!("{c:?}").contains(&secret));
+    }
+
+    #[test]
+    fn jwt_refinements_without_a_key_are_refused() {
+        assert!(cli(&["--jwt-issuer", "me"]).is_err());
+        assert!(cli(&["--tls-cert", "a.pem"]).is_err());
+        assert!(cli(&["--require-signed-inbound"]).is_err());
+    }
+
+    #[test]
+    fn security_defaults_follow_the_protocol_table() {
+        let c = cli(&[]).expect("defaults are valid");
+        assert!(c.security.jwt.is_none());
+        assert_eq!(c.security.cookie_name, "access_token");
+        assert_eq!(c.security.failure_mode, AuthFailureMode::Close);
+        assert_eq!(c.security.rate_limit_capacity, 100_000);
+        assert!(c.security.encryption);
+        assert!(c.tls.is_none());
     }
 }

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncRead, AsyncWriteExt};
 use crate::transport::Transport;
+use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::timer::timeout;
 use tracing::debug;
 use wse_protocol::handshake::{self, HandshakeLimits, Request};
