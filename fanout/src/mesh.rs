@@ -46,6 +46,9 @@ pub struct Publication {
     pub pri: Priority,
     /// The whole server frame (header and JSON payload), reference-counted.
     pub frame: Bytes,
+    /// The JSON payload alone: a view into `frame`, for connections that must transform it
+    /// (end-to-end encryption seals it under each subscriber's key).
+    pub json: Bytes,
 }
 
 /// Everything a shard needs to join both meshes; clone one per shard.

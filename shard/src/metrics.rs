@@ -27,10 +27,16 @@ pub enum CloseReason {
     IdleTimeout,
     /// Outbound queue over budget with CRITICAL data: 4503.
     SlowConsumer,
+    /// No valid token in `close` auth mode: 4401.
+    AuthFailed,
+    /// The token expired while connected: 4403.
+    TokenExpired,
+    /// Over the inbound rate limit for too long: 4429.
+    RateLimited,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::ClientClose,
         CloseReason::Transport,
         CloseReason::ProtocolError,
@@ -39,6 +45,9 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::IdleTimeout,
         CloseReason::SlowConsumer,
+        CloseReason::AuthFailed,
+        CloseReason::TokenExpired,
+        CloseReason::RateLimited,
     ];
 
     /// The label used in `/metrics`.
@@ -52,6 +61,9 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::AuthFailed => "auth_failed",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::RateLimited => "rate_limited",
         }
     }
 
@@ -63,6 +75,9 @@ impl CloseReason {
             1012 => CloseReason::Shutdown,
             4408 => CloseReason::IdleTimeout,
             4503 => CloseReason::SlowConsumer,
+            4401 => CloseReason::AuthFailed,
+            4403 => CloseReason::TokenExpired,
+            4429 => CloseReason::RateLimited,
             _ => CloseReason::ProtocolError,
         }
     }
@@ -85,10 +100,14 @@ pub enum Rejection {
     Timeout,
     /// Too many sockets in the handshake, globally or from that address.
     HandshakeCap,
+    /// No valid token in `reject` auth mode: 401.
+    Unauthorized,
+    /// `Origin` not on the allow-list: 403.
+    Origin,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 7] = [
+    const ALL: [Rejection; 9] = [
         Rejection::BadRequest,
         Rejection::Version,
         Rejection::HeadersTooLarge,
@@ -96,6 +115,8 @@ impl Rejection {
         Rejection::NotFound,
         Rejection::Timeout,
         Rejection::HandshakeCap,
+        Rejection::Unauthorized,
+        Rejection::Origin,
     ];
 
     fn label(self) -> &'static str {
@@ -107,6 +128,55 @@ impl Rejection {
             Rejection::NotFound => "not_found",
             Rejection::Timeout => "timeout",
             Rejection::HandshakeCap => "handshake_cap",
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::Origin => "origin",
+        }
+    }
+}
+
+/// A security decision about one message or handshake, counted for operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityEvent {
+    /// No token where one is required.
+    AuthRequired,
+    /// A token was present but invalid (signature, claims, algorithm, size).
+    AuthFailed,
+    /// A client's public key could not be used; the connection stays unencrypted.
+    KeyExchangeFailed,
+    /// An `E:` frame failed to decrypt (tampered or wrong key); it was dropped.
+    DecryptFailed,
+    /// A plaintext message on an encrypted connection; refused.
+    EncryptionRequired,
+    /// A message whose `sig` did not verify; dropped.
+    BadSignature,
+    /// A subscription or publication outside the connection's topic ACL.
+    Forbidden,
+    /// An inbound message over the rate limit; refused.
+    RateLimited,
+}
+
+impl SecurityEvent {
+    const ALL: [SecurityEvent; 8] = [
+        SecurityEvent::AuthRequired,
+        SecurityEvent::AuthFailed,
+        SecurityEvent::KeyExchangeFailed,
+        SecurityEvent::DecryptFailed,
+        SecurityEvent::EncryptionRequired,
+        SecurityEvent::BadSignature,
+        SecurityEvent::Forbidden,
+        SecurityEvent::RateLimited,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            SecurityEvent::AuthRequired => "auth_required",
+            SecurityEvent::AuthFailed => "auth_failed",
+            SecurityEvent::KeyExchangeFailed => "key_exchange_failed",
+            SecurityEvent::DecryptFailed => "decrypt_failed",
+            SecurityEvent::EncryptionRequired => "encryption_required",
+            SecurityEvent::BadSignature => "bad_signature",
+            SecurityEvent::Forbidden => "forbidden",
+            SecurityEvent::RateLimited => "rate_limited",
         }
     }
 }
@@ -160,6 +230,7 @@ pub struct ShardMetrics {
     closes: [AtomicU64; CloseReason::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
+    security: [AtomicU64; SecurityEvent::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -186,6 +257,11 @@ impl ShardMetrics {
     /// Counts `n` dropped outbound messages.
     pub fn dropped(&self, why: DropReason, n: u64) {
         Self::add(&self.drops[why as usize], n);
+    }
+
+    /// Counts one security decision.
+    pub fn security(&self, event: SecurityEvent) {
+        Self::add(&self.security[event as usize], 1);
     }
 
     /// Reads a close counter (tests and health).
@@ -275,6 +351,14 @@ impl Metrics {
             "reason",
             DropReason::ALL.iter().map(|r| (r.label(), *r as usize)),
             |m, i| &m.drops[i],
+        );
+        self.labelled(
+            &mut out,
+            "wse_security_events_total",
+            "Security decisions, by kind.",
+            "kind",
+            SecurityEvent::ALL.iter().map(|e| (e.label(), *e as usize)),
+            |m, i| &m.security[i],
         );
         out
     }

@@ -151,8 +151,9 @@ impl Shard {
         };
         let mut json = Vec::with_capacity(request.data.len() + 160);
         envelope::publication(&meta, &request.data, &mut json);
-        let publication =
-            Publication { topic: stamp.topic, pri: request.pri, frame: text_frame(&json) };
+        let frame = text_frame(&json);
+        let json = frame.slice(frame.len() - json.len()..);
+        let publication = Publication { topic: stamp.topic, pri: request.pri, frame, json };
         ShardMetrics::add(&self.metrics().publications, 1);
         self.deliver_local(&publication);
         for peer in self.rings.other_shards() {
