@@ -310,6 +310,30 @@ pub fn error(
     });
 }
 
+/// The state of a connection's inbound token bucket, for `rate_limit_warning`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitStatus {
+    /// Messages accepted during the last second.
+    pub current_rate: f64,
+    /// The refill rate, in messages per second.
+    pub limit: f64,
+    /// Tokens left in the bucket.
+    pub remaining: u64,
+    /// Seconds until the bucket is back above the warning threshold.
+    pub retry_after: f64,
+}
+
+/// Appends `rate_limit_warning` `{current_rate, limit, remaining, retry_after}`
+/// (PROTOCOL.md §7), sent when a connection's inbound bucket falls under 20 %.
+pub fn rate_limit_warning(status: &RateLimitStatus, meta: &DirectMeta<'_>, out: &mut Vec<u8>) {
+    direct_with("rate_limit_warning", meta, out, |out| {
+        let mut p = ObjectWriter::new(out);
+        p.number("current_rate", status.current_rate).number("limit", status.limit);
+        p.uint("remaining", status.remaining).number("retry_after", status.retry_after);
+        p.finish();
+    });
+}
+
 /// Appends the recoverable `error` message for an envelope-level [`Error`]: its
 /// [`Error::wire_code`] and its text.
 pub fn error_for(err: &Error, meta: &DirectMeta<'_>, out: &mut Vec<u8>) {
@@ -788,5 +812,20 @@ mod tests {
             Some("invalid topic: topic name is empty")
         );
         assert_eq!(p.get("recoverable").and_then(|v| v.as_bool()), Some(true));
+    }
+
+    #[test]
+    fn rate_limit_warning_carries_the_bucket_state() {
+        let meta = DirectMeta::new(3, "id-1", 1_700_000_000_000);
+        let status =
+            RateLimitStatus { current_rate: 120.0, limit: 100.0, remaining: 7, retry_after: 0.5 };
+        let mut out = Vec::new();
+        rate_limit_warning(&status, &meta, &mut out);
+        let v: Value = sonic_rs::from_slice(&out).expect("valid JSON");
+        assert_eq!(v["t"].as_str(), Some("rate_limit_warning"));
+        assert_eq!(v["p"]["remaining"].as_u64(), Some(7));
+        assert_eq!(v["p"]["limit"].as_f64(), Some(100.0));
+        assert_eq!(v["p"]["retry_after"].as_f64(), Some(0.5));
+        assert_eq!(v["p"]["current_rate"].as_f64(), Some(120.0));
     }
 }
