@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use wse_protocol::e2e::{KeyExchange, SessionKeys};
+use wse_protocol::e2e::{IvPool, KeyExchange, SessionKeys};
 
 /// Keys of a server and a client that agreed with each other.
 fn keys() -> (SessionKeys, SessionKeys) {
@@ -30,6 +30,15 @@ fn seal_and_open(c: &mut Criterion) {
             b.iter(|| {
                 out.clear();
                 server.seal(black_box(p), &mut out).expect("seal");
+                black_box(out.len())
+            })
+        });
+
+        let mut pool = IvPool::new();
+        group.bench_with_input(BenchmarkId::new("seal_with_pool", size), &plaintext, |b, p| {
+            b.iter(|| {
+                out.clear();
+                server.seal_with(&mut pool, black_box(p), &mut out).expect("seal");
                 black_box(out.len())
             })
         });
