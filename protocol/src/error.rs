@@ -45,6 +45,47 @@ pub enum Error {
     /// A topic name breaks the rules of PROTOCOL.md §3. Answer `error` `INVALID_TOPIC`.
     #[error("invalid topic: {0}")]
     InvalidTopic(&'static str),
+
+    // --- end-to-end encryption and signing (PROTOCOL.md §4-§6) ---
+    /// The client's E2E public key in `client_hello` is unusable: not standard base64, not 65
+    /// bytes, not an uncompressed point (`0x04` first), or not on P-256. Answer `error`
+    /// `KEY_EXCHANGE_FAILED` with `recoverable: true`, leave `encryption_public_key` (and
+    /// `features.encryption`) out of `server_hello`, and go on unencrypted.
+    #[error("key exchange failed: {0}")]
+    KeyExchange(&'static str),
+    /// The crypto library failed where it should not (random source, key generation). The
+    /// connection cannot be served securely: send Close 1011, then close.
+    #[error("crypto failure: {0}")]
+    Crypto(&'static str),
+    /// An inbound frame handed to the E2E layer does not start with `E:`. A caller bug or a
+    /// misrouted frame: treat it as an unreadable message (`error` `INVALID_MESSAGE`).
+    #[error("not an encrypted frame")]
+    NotEncrypted,
+    /// An `E:` frame is shorter than `E:` + 12-byte IV + 16-byte tag. Drop it, count it, and
+    /// answer `error` `INVALID_MESSAGE`; the connection stays open.
+    #[error("encrypted frame too short: {len} bytes")]
+    EncryptedFrameTooShort {
+        /// The whole frame's length in bytes, prefix included.
+        len: usize,
+    },
+    /// An `E:` frame failed authentication: its IV, ciphertext or tag was altered, or it was
+    /// sealed under another key. Drop it, count it, and answer `error` `INVALID_MESSAGE`; the
+    /// connection stays open.
+    #[error("encrypted frame failed authentication")]
+    DecryptFailed,
+    /// A frame that must be signed (PROTOCOL.md §6) has no `"sig"` as its last key. Drop it,
+    /// count it, and answer `error` `BAD_SIGNATURE`.
+    #[error("signature missing")]
+    SignatureMissing,
+    /// The last key is `"sig"` but its value is not a standard base64 string of a 32-byte
+    /// HMAC followed only by whitespace and the closing `}`. Handle as
+    /// [`Error::SignatureMissing`].
+    #[error("signature malformed: {0}")]
+    SignatureMalformed(&'static str),
+    /// The signature is well formed but does not match the frame under the connection's key.
+    /// Handle as [`Error::SignatureMissing`].
+    #[error("signature mismatch")]
+    SignatureMismatch,
 }
 
 impl Error {
@@ -65,6 +106,7 @@ impl Error {
             Error::Protocol(_) => Some(1002),
             Error::InvalidUtf8 => Some(1007),
             Error::MessageTooBig { .. } => Some(1009),
+            Error::Crypto(_) => Some(1011),
             _ => None,
         }
     }
@@ -73,6 +115,10 @@ impl Error {
     pub fn wire_code(&self) -> &'static str {
         match self {
             Error::InvalidTopic(_) => "INVALID_TOPIC",
+            Error::KeyExchange(_) => "KEY_EXCHANGE_FAILED",
+            Error::SignatureMissing | Error::SignatureMalformed(_) | Error::SignatureMismatch => {
+                "BAD_SIGNATURE"
+            }
             _ => "INVALID_MESSAGE",
         }
     }

@@ -8,12 +8,15 @@
 //! - [`frame`], [`mask`], [`close`], [`reader`], [`writer`]: the RFC 6455 frame layer and the
 //!   per-connection receive state machine (fragmentation, control frames, UTF-8, limits);
 //! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
-//!   and the messages the engine answers itself (§7).
+//!   and the messages the engine answers itself (§7);
+//! - [`e2e`], [`signing`]: end-to-end encryption of data frames (§4-§5) and HMAC signing of
+//!   JSON text frames (§6).
 //!
 //! It deliberately does no I/O and never reads the clock: times are parameters, so every
 //! behaviour here is reproducible in a unit test.
 
 pub mod close;
+pub mod e2e;
 pub mod engine;
 pub mod envelope;
 mod error;
@@ -21,6 +24,7 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 pub mod reader;
+pub mod signing;
 pub mod time;
 pub mod topic;
 pub mod writer;
