@@ -85,6 +85,8 @@ pub fn verify(key: &SigningKey, frame: &[u8]) -> Result<(), Error> {
     let (prefix, value) = split_signature(frame)?;
     let sig = parse_sig_value(value)?;
 
+    // The signed bytes are not contiguous (prefix, then `}`), so instead of `hmac::verify`,
+    // which wants one slice and would need a copy, hash both parts and compare in constant time.
     let mut ctx = hmac::Context::with_key(&key.key);
     ctx.update(prefix);
     ctx.update(b"}");
