@@ -144,7 +144,14 @@ pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
     let span = debug_span!("conn", %peer);
     spawn_local(
         async move {
-            let transport = Transport::Plain(stream);
+            let transport = match Transport::accept(stream, shard.shared.tls.as_ref()) {
+                Ok(transport) => transport,
+                Err(error) => {
+                    shard.metrics().rejected(Rejection::Tls);
+                    debug!(%error, "no TLS session for the socket");
+                    return;
+                }
+            };
             let Some(upgraded) = handshake::run(&shard, transport, ticket).await else { return };
             // The session runs as a task of its own, so that the handshake's larger state is
             // freed rather than carried for the connection's whole life.

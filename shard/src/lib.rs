@@ -42,6 +42,16 @@ pub enum Error {
         /// Why the kernel refused.
         source: std::io::Error,
     },
+    /// A TLS file could not be used: missing or unreadable, no certificate or private key in
+    /// it, or a key that does not match the certificate. The server does not start; fix the
+    /// file named in the message or the `--tls-cert`/`--tls-key` paths.
+    #[error("TLS file {}: {reason}", path.display())]
+    Tls {
+        /// The file at fault.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A shard's executor could not be started (core not available, io_uring refused).
     #[error("cannot start shard {shard}: {reason}")]
     Executor {

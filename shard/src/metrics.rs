@@ -104,10 +104,13 @@ pub enum Rejection {
     Unauthorized,
     /// `Origin` not on the allow-list: 403.
     Origin,
+    /// The TLS handshake failed: not TLS (plain HTTP, garbage), an alert from the client,
+    /// or no protocol version, cipher suite or ALPN protocol in common.
+    Tls,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 9] = [
+    const ALL: [Rejection; 10] = [
         Rejection::BadRequest,
         Rejection::Version,
         Rejection::HeadersTooLarge,
@@ -117,6 +120,7 @@ impl Rejection {
         Rejection::HandshakeCap,
         Rejection::Unauthorized,
         Rejection::Origin,
+        Rejection::Tls,
     ];
 
     fn label(self) -> &'static str {
@@ -130,6 +134,7 @@ impl Rejection {
             Rejection::HandshakeCap => "handshake_cap",
             Rejection::Unauthorized => "unauthorized",
             Rejection::Origin => "origin",
+            Rejection::Tls => "tls",
         }
     }
 }

@@ -17,7 +17,7 @@ use wse_fanout::mesh::{MeshSetup, PublishRequest};
 use crate::gate::HandshakeGate;
 use crate::metrics::Metrics;
 use crate::shard::{self, ShardSetup};
-use crate::{listener, Config, Error};
+use crate::{listener, tls, Config, Error};
 
 /// A message from outside the shards to one shard.
 #[derive(Debug)]
@@ -48,12 +48,15 @@ pub(crate) struct Shared {
     pub gate: Arc<HandshakeGate>,
     /// Admitted WebSocket connections across all shards, checked against `max_connections`.
     pub admitted: AtomicUsize,
+    /// The TLS configuration when `wss://` is served (`--tls-cert`/`--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     /// Binds the listeners and starts one shard per configured core.
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
+        let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
         let shards = config.shards();
         let sockets =
             listener::bind_all((config.host, config.port).into(), shards, config.backlog)?;
@@ -63,6 +66,7 @@ impl Server {
             gate: Arc::new(HandshakeGate::new(config.max_handshakes, config.max_handshakes_per_ip)),
             metrics: Metrics::new(shards, Instant::now()),
             admitted: AtomicUsize::new(0),
+            tls,
             config,
         });
         let mesh = MeshSetup::new(shards, shared.config.ring_capacity);

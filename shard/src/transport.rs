@@ -12,20 +12,35 @@
 use std::io;
 use std::net::Shutdown;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+
+use crate::tls::TlsStream;
 
 /// A connection's byte stream.
 pub(crate) enum Transport {
     /// `ws://`: bytes as they are on the socket.
     Plain(TcpStream),
     /// `wss://`: TLS terminated here.
-    Tls(Box<crate::tls::TlsStream>),
+    Tls(Box<TlsStream>),
 }
 
 impl Transport {
+    /// The transport for an accepted socket: TLS when `tls` is configured, else plain.
+    /// Fails only when rustls refuses to start a session with that configuration.
+    pub(crate) fn accept(
+        stream: TcpStream,
+        tls: Option<&Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Transport> {
+        match tls {
+            None => Ok(Transport::Plain(stream)),
+            Some(config) => Ok(Transport::Tls(Box::new(TlsStream::new(config, stream)?))),
+        }
+    }
+
     /// Half-closes the write side once everything written so far has left.
     pub(crate) async fn shutdown_write(&mut self) {
         match self {

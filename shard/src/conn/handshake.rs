@@ -179,6 +179,11 @@ async fn read_some(shard: &Shard, stream: &mut Transport, head: &mut Vec<u8>) ->
     poll_fn(|cx| {
         let mut buf = shard.read_buf.borrow_mut();
         match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
+            std::task::Poll::Ready(Err(e)) if crate::tls::is_tls_failure(&e) => {
+                shard.metrics().rejected(Rejection::Tls);
+                debug!(error = %e, "TLS handshake failed");
+                std::task::Poll::Ready(None)
+            }
             std::task::Poll::Ready(Ok(0)) | std::task::Poll::Ready(Err(_)) => {
                 std::task::Poll::Ready(None)
             }
