@@ -11,6 +11,7 @@
 //! for multi-instance fan-out comes later too. Sockets, connection queues and access control
 //! stay in `shard`.
 
+pub mod acl;
 pub mod glob;
 pub mod ids;
 pub mod index;

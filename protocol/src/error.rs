@@ -86,6 +86,13 @@ pub enum Error {
     /// Handle as [`Error::SignatureMissing`].
     #[error("signature mismatch")]
     SignatureMismatch,
+
+    // --- configuration (at start-up) ---
+    /// The JWT settings cannot be used: an unknown algorithm name, an HS256 secret shorter
+    /// than 32 bytes, or a PEM key that does not parse for the configured algorithm. The
+    /// message says which. Refuse to start and show it to the operator.
+    #[error("invalid jwt configuration: {0}")]
+    JwtConfig(String),
 }
 
 impl Error {

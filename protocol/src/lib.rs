@@ -10,11 +10,14 @@
 //! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
 //!   and the messages the engine answers itself (§7);
 //! - [`e2e`], [`signing`]: end-to-end encryption of data frames (§4-§5) and HMAC signing of
-//!   JSON text frames (§6).
+//!   JSON text frames (§6);
+//! - [`auth`]: token sources and JWT validation at the upgrade (§2), and [`ratelimit`], the
+//!   per-connection inbound token bucket (§7 `rate_limit_warning`, §9 close 4429).
 //!
 //! It deliberately does no I/O and never reads the clock: times are parameters, so every
 //! behaviour here is reproducible in a unit test.
 
+pub mod auth;
 pub mod close;
 pub mod e2e;
 pub mod engine;
@@ -23,6 +26,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod ratelimit;
 pub mod reader;
 pub mod signing;
 pub mod time;

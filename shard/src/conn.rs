@@ -14,6 +14,7 @@
 mod closing;
 mod engine;
 mod handshake;
+mod inbound;
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -29,13 +30,19 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::spawn_local;
 use tracing::{debug, debug_span, trace, Instrument};
+use wse_fanout::acl::TopicAcl;
 use wse_fanout::ids::ConnId;
+use wse_protocol::e2e::{IvPool, SessionKeys};
+use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::reader::{Event, Reader, ReaderConfig};
+use wse_protocol::writer;
 
 use crate::metrics::{CloseReason, Rejection, ShardMetrics};
 use crate::outqueue::OutQueue;
+use crate::security::{self, Admission, Identity};
 use crate::shard::Shard;
 use crate::transport::Transport;
+use inbound::InboundLimit;
 
 pub(crate) use handshake::Upgraded;
 
@@ -43,6 +50,12 @@ pub(crate) use handshake::Upgraded;
 pub(crate) const SLOW_CONSUMER: u16 = 4503;
 /// Close code for a connection silent past `idle_timeout`.
 pub(crate) const IDLE_TIMEOUT: u16 = 4408;
+/// Close code when the token expired while connected (PROTOCOL.md §9).
+pub(crate) const TOKEN_EXPIRED: u16 = 4403;
+/// Close code when authentication failed (PROTOCOL.md §9).
+pub(crate) const AUTH_FAILED: u16 = 4401;
+/// Close code for a connection that stays over its inbound rate limit.
+pub(crate) const RATE_LIMITED: u16 = 4429;
 /// Close code when the server goes away without a requested code.
 pub(crate) const GOING_AWAY: u16 = 1001;
 
@@ -67,10 +80,22 @@ pub(crate) struct Conn {
     seq: Cell<u64>,
     /// Topics and patterns this connection is subscribed to, as given.
     pub topics: RefCell<Vec<Box<str>>>,
+    /// The token's `sub`; `None` for anonymous connections.
+    pub user_id: Option<Box<str>>,
+    /// When the token expires (Unix seconds); 0 when there is no token.
+    expires_at: u64,
+    /// Which topics the connection may receive and publish; `None` allows every topic.
+    pub acl: RefCell<Option<Box<TopicAcl>>>,
+    /// The E2E keys once `client_hello` agreed them; every data frame is sealed then.
+    pub e2e: RefCell<Option<Box<SessionKeys>>>,
 }
 
 impl Conn {
-    fn new(id: ConnId, now: Instant) -> Conn {
+    fn new(id: ConnId, now: Instant, identity: Option<Identity>) -> Conn {
+        let (user_id, expires_at, acl) = match identity {
+            Some(id) => (Some(id.user_id), id.expires_at, id.acl),
+            None => (None, 0, None),
+        };
         Conn {
             id,
             uuid: uuid::Uuid::now_v7(),
@@ -81,7 +106,43 @@ impl Conn {
             close: Cell::new(None),
             seq: Cell::new(0),
             topics: RefCell::new(Vec::new()),
+            user_id,
+            expires_at,
+            acl: RefCell::new(acl),
+            e2e: RefCell::new(None),
         }
+    }
+
+    /// Whether a publication of `topic` may reach this connection under its ACL.
+    pub(crate) fn may_receive(&self, topic: &str) -> bool {
+        self.acl.borrow().as_ref().is_none_or(|acl| acl.may_receive(topic))
+    }
+
+    /// The frame that carries `json` (one JSON envelope) to this connection: once E2E is on,
+    /// an `E:` binary frame sealed under this connection's key, unless `may_stay_plain`
+    /// (PROTOCOL.md §5); otherwise `plain()`, which may be a frame shared by every
+    /// subscriber. `None` when sealing failed (counted; the message is not sent).
+    pub(crate) fn frame_for(
+        &self,
+        ivs: &RefCell<IvPool>,
+        json: &[u8],
+        may_stay_plain: bool,
+        plain: impl FnOnce() -> Bytes,
+    ) -> Option<Bytes> {
+        let keys = self.e2e.borrow();
+        let Some(keys) = keys.as_ref().filter(|_| !may_stay_plain) else {
+            return Some(plain());
+        };
+        let mut sealed = Vec::with_capacity(json.len() + SEAL_OVERHEAD);
+        keys.seal_with(&mut ivs.borrow_mut(), json, &mut sealed).ok()?;
+        let mut frame = Vec::with_capacity(sealed.len() + 10);
+        writer::encode_frame(OpCode::Data(Data::Binary), &sealed, &mut frame);
+        Some(Bytes::from(frame))
+    }
+
+    /// Whether E2E keys were agreed on this connection.
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.e2e.borrow().is_some()
     }
 
     /// Wakes the connection's task so it writes what was queued or acts on a close request.
@@ -113,9 +174,18 @@ impl Conn {
     /// The housekeeping sweep: idle timeout first, then a heartbeat if one is due.
     /// `heartbeat` holds the shard's `ping` text frame and WebSocket Ping for this tick.
     pub(crate) fn tick(&self, shard: &Shard, now: Instant, heartbeat: &[Bytes; 2]) {
+        if self.is_closing() {
+            return;
+        }
         let config = &shard.shared.config;
         if now.saturating_duration_since(self.last_seen.get()) >= config.idle_timeout {
             self.request_close(IDLE_TIMEOUT);
+            self.wake();
+            return;
+        }
+        let expiry_closes = config.security.close_on_token_expiry && self.expires_at > 0;
+        if expiry_closes && security::unix_secs() >= self.expires_at {
+            self.request_close(TOKEN_EXPIRED);
             self.wake();
             return;
         }
@@ -171,6 +241,10 @@ struct Session {
     reader: Reader,
     /// Bytes of the current write that the socket has not taken yet.
     writing: Option<Bytes>,
+    /// The inbound rate limit.
+    inbound: InboundLimit,
+    /// Whether the client has sent an `E:` frame; plaintext data is refused from then on.
+    peer_sealed: bool,
 }
 
 /// Events parsed from one read, and the error that stopped parsing, if any.
@@ -188,15 +262,31 @@ enum Step {
 
 impl Session {
     async fn start(shard: Rc<Shard>, upgraded: Upgraded, peer: SocketAddr) {
-        let conn = Rc::new(Conn::new(shard.next_conn_id(), Instant::now()));
-        let max_message_size = shard.shared.config.max_message_size;
-        let reader = Reader::new(ReaderConfig { max_message_size, allow_rsv1: false });
+        let Upgraded { stream, request, leftover, admission } = upgraded;
+        let (identity, refused) = match admission {
+            Admission::Anonymous => (None, None),
+            Admission::User(identity) => (Some(identity), None),
+            Admission::Refused(error) => (None, Some(error)),
+        };
+        let now = Instant::now();
+        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity));
+        let config = &shard.shared.config;
+        let reader = Reader::new(ReaderConfig {
+            max_message_size: config.max_message_size,
+            allow_rsv1: false,
+        });
+        let inbound = InboundLimit::new(&config.security, now);
         shard.conns.borrow_mut().insert(conn.id, Rc::clone(&conn));
         ShardMetrics::add(&shard.metrics().connections, 1);
         ShardMetrics::add(&shard.metrics().accepted, 1);
         debug!(conn = conn.id.0, %peer, "upgraded");
-        let Upgraded { stream, request, leftover } = upgraded;
-        let mut session = Session { shard, conn, stream, reader, writing: None };
+        let mut session =
+            Session { shard, conn, stream, reader, writing: None, inbound, peer_sealed: false };
+        if let Some(error) = refused {
+            drop(request);
+            let reason = session.refuse(&error).await;
+            return session.finish(reason);
+        }
         if !session.shard.shared.config.echo {
             session.greet(&request);
         }
@@ -405,6 +495,8 @@ fn control_frame(opcode: u8, payload: &[u8]) -> Bytes {
 const PONG: u8 = 0xA;
 /// Ping opcode.
 pub(crate) const PING: u8 = 0x9;
+/// Bytes an `E:` frame adds to its plaintext: prefix, IV and tag.
+const SEAL_OVERHEAD: usize = 2 + 12 + 16;
 /// Largest write assembled from several frames.
 const BATCH: usize = 64 * 1024;
 

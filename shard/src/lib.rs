@@ -18,6 +18,7 @@ pub mod gate;
 mod listener;
 pub mod metrics;
 pub mod outqueue;
+mod security;
 pub mod server;
 mod shard;
 mod tls;

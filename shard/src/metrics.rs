@@ -193,15 +193,19 @@ pub enum DropReason {
     QueueFull,
     /// The connection was already closing when the message was queued.
     Closing,
+    /// Sealing for an E2E connection failed (the system's random source failed).
+    SealFailed,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::Closing];
+    const ALL: [DropReason; 3] =
+        [DropReason::QueueFull, DropReason::Closing, DropReason::SealFailed];
 
     fn label(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::Closing => "closing",
+            DropReason::SealFailed => "seal_failed",
         }
     }
 }

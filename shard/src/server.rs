@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
+use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::{MeshSetup, PublishRequest};
+use wse_protocol::auth::TopicRules;
 
 use crate::gate::HandshakeGate;
 use crate::metrics::Metrics;
+use crate::security::Guard;
 use crate::shard::{self, ShardSetup};
 use crate::{listener, tls, Config, Error};
 
@@ -29,6 +32,13 @@ pub enum Control {
     },
     /// Publish to a topic on behalf of the application.
     Publish(PublishRequest),
+    /// Replace one connection's topic ACL (`None` removes it: every topic allowed).
+    SetTopicAcl {
+        /// The connection, as the application knows it.
+        conn: ConnId,
+        /// The new rules.
+        rules: Option<TopicRules>,
+    },
 }
 
 /// A running server: its shards and the handles to reach them.
@@ -50,6 +60,8 @@ pub(crate) struct Shared {
     pub admitted: AtomicUsize,
     /// The TLS configuration when `wss://` is served (`--tls-cert`/`--tls-key`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Parsed JWT and signing keys.
+    pub guard: Guard,
 }
 
 impl Server {
@@ -57,6 +69,7 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, Error> {
         config.validate()?;
         let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+        let guard = Guard::new(&config.security)?;
         let shards = config.shards();
         let sockets =
             listener::bind_all((config.host, config.port).into(), shards, config.backlog)?;
@@ -67,6 +80,7 @@ impl Server {
             metrics: Metrics::new(shards, Instant::now()),
             admitted: AtomicUsize::new(0),
             tls,
+            guard,
             config,
         });
         let mesh = MeshSetup::new(shards, shared.config.ring_capacity);
@@ -94,6 +108,20 @@ impl Server {
     pub fn publish(&self, request: PublishRequest) -> Result<(), Error> {
         self.controls[0]
             .send(Control::Publish(request))
+            .map_err(|_| Error::Config("the server is stopped".into()))
+    }
+
+    /// Replaces the topic ACL of connection `conn` (PROTOCOL.md §2, `wse_topics`): later
+    /// subscriptions, deliveries and publishes follow `rules`; `None` lifts every limit.
+    /// A connection that is gone by the time the shard looks is ignored.
+    pub fn set_topic_acl(&self, conn: ConnId, rules: Option<TopicRules>) -> Result<(), Error> {
+        let shard = shard::shard_of(conn);
+        let control = self
+            .controls
+            .get(shard)
+            .ok_or_else(|| Error::Config(format!("connection {conn} does not exist")))?;
+        control
+            .send(Control::SetTopicAcl { conn, rules })
             .map_err(|_| Error::Config("the server is stopped".into()))
     }
 

@@ -22,18 +22,23 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::{spawn_local, timer::sleep};
 use tracing::{debug, info_span, warn, Instrument};
+use wse_fanout::acl::TopicAcl;
 use wse_fanout::ids::ConnId;
 use wse_fanout::index::TopicIndex;
 use wse_fanout::mesh::{MeshSetup, Publication, PublishRequest, Rings};
 use wse_fanout::sequencer::TopicSequencer;
+use wse_protocol::auth::TopicRules;
+use wse_protocol::e2e::IvPool;
 use wse_protocol::engine;
 use wse_protocol::envelope::{self, PublicationMeta};
 use wse_protocol::frame::OpCode;
+use wse_protocol::signing;
 use wse_protocol::writer;
 
 use crate::conn::{self, Conn};
 use crate::metrics::{DropReason, ShardMetrics};
 use crate::outqueue::Push;
+use crate::security;
 use crate::server::{Control, Shared};
 
 /// What a shard is started with.
@@ -57,6 +62,8 @@ pub(crate) struct Shard {
     sequencer: RefCell<TopicSequencer>,
     /// Scratch space every connection reads into; see the module docs.
     pub read_buf: RefCell<Box<[u8]>>,
+    /// Random IVs for sealing `E:` frames, drawn in bulk for all the shard's connections.
+    pub ivs: RefCell<IvPool>,
     rings: Rings,
     /// Publish requests waiting for the owner task, in arrival order.
     owner_queue: LocalSender<PublishRequest>,
@@ -105,6 +112,7 @@ impl Shard {
             topics: RefCell::new(TopicIndex::default()),
             sequencer: RefCell::new(TopicSequencer::default()),
             read_buf: RefCell::new(vec![0; READ_BUF].into_boxed_slice()),
+            ivs: RefCell::new(IvPool::new()),
             rings,
             owner_queue,
             next_conn: Cell::new(1),
@@ -121,7 +129,13 @@ impl Shard {
     pub(crate) fn next_conn_id(&self) -> ConnId {
         let n = self.next_conn.get();
         self.next_conn.set(n + 1);
-        ConnId(((self.index as u64) << 48) | n)
+        ConnId(((self.index as u64) << SHARD_SHIFT) | n)
+    }
+
+    /// Replaces a connection's topic ACL; later deliveries are filtered by it at once.
+    fn set_topic_acl(&self, conn: ConnId, rules: Option<TopicRules>) {
+        let Some(conn) = self.conns.borrow().get(&conn).cloned() else { return };
+        *conn.acl.borrow_mut() = rules.map(|rules| Box::new(TopicAcl::new(&rules)));
     }
 
     /// Sends `request` towards the owner of its topic. Waits while the rings are full, which
@@ -151,6 +165,8 @@ impl Shard {
         };
         let mut json = Vec::with_capacity(request.data.len() + 160);
         envelope::publication(&meta, &request.data, &mut json);
+        let t = request.event_type.as_deref().unwrap_or(&request.topic);
+        let json = self.sign_if_selected(t, json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
         let publication = Publication { topic: stamp.topic, pri: request.pri, frame, json };
@@ -159,6 +175,24 @@ impl Shard {
         for peer in self.rings.other_shards() {
             if self.rings.to_shards.send_to(peer, publication.clone()).await.is_err() {
                 debug!(peer, "peer shard is gone; delivery skipped during shutdown");
+            }
+        }
+    }
+
+    /// Appends `sig` (PROTOCOL.md §6, the shared key) when messages of type `t` are
+    /// selected for signing; otherwise returns `json` as it is.
+    pub(crate) fn sign_if_selected(&self, t: &str, json: Vec<u8>) -> Vec<u8> {
+        let Some(key) = self.shared.guard.signing_key() else { return json };
+        if !security::signs(&self.shared.config.security, t) {
+            return json;
+        }
+        let mut signed = Vec::with_capacity(json.len() + SIG_BYTES);
+        match signing::sign(key, &json, &mut signed) {
+            Ok(()) => signed,
+            Err(error) => {
+                // Only a message that is not one JSON object gets here: a bug of ours.
+                tracing::error!(%error, t, "message left unsigned");
+                json
             }
         }
     }
@@ -172,7 +206,15 @@ impl Shard {
             if conn.is_closing() {
                 return self.metrics().dropped(DropReason::Closing, 1);
             }
-            let frame = publication.frame.clone();
+            if !conn.may_receive(&publication.topic) {
+                // A glob subscription also matches topics the ACL denies.
+                return;
+            }
+            let json = &publication.json;
+            let plain = || publication.frame.clone();
+            let Some(frame) = conn.frame_for(&self.ivs, json, false, plain) else {
+                return self.metrics().dropped(DropReason::SealFailed, 1);
+            };
             let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
             self.account(conn, outcome);
         });
@@ -263,6 +305,7 @@ async fn control_loop(shard: &Rc<Shard>, control: &flume::Receiver<Control>) -> 
         match message {
             Control::Shutdown { code } => return code,
             Control::Publish(request) => shard.publish(request).await,
+            Control::SetTopicAcl { conn, rules } => shard.set_topic_acl(conn, rules),
         }
     }
     conn::GOING_AWAY
@@ -287,6 +330,11 @@ async fn housekeeping(shard: Rc<Shard>) {
         }
         shard.sequencer.borrow_mut().evict_idle(now, TOPIC_TTL);
     }
+}
+
+/// The shard that owns connection `conn` (see [`Shard::next_conn_id`]).
+pub(crate) fn shard_of(conn: ConnId) -> usize {
+    (conn.0 >> SHARD_SHIFT) as usize
 }
 
 /// A complete unmasked text frame around `payload`, ready to share between connections.
@@ -315,3 +363,7 @@ const OWNER_QUEUE: usize = 1024;
 const TOPIC_TTL: Duration = Duration::from_secs(300);
 /// Extra time a draining shard gives its connections beyond the close timeout.
 const DRAIN_SLACK: Duration = Duration::from_millis(500);
+/// Room for `,"sig":"<44 base64 characters>"`.
+const SIG_BYTES: usize = 56;
+/// Bits of a connection id below the shard index.
+const SHARD_SHIFT: u32 = 48;

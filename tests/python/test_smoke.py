@@ -1,8 +1,8 @@
 """Smoke test of wse-server with a real Python client (the `websockets` package).
 
-Starts the binary named by the WSE_SERVER environment variable (default
-target/release/wse-server) on a free port, connects with `websockets`, and checks
-server_ready, a subscription, a publish round-trip and the PONG heartbeat answer.
+Starts the binary named by WSE_SERVER (default target/release/wse-server, see
+conftest.py) on a free port, connects with `websockets`, and checks server_ready,
+a subscription, a publish round-trip and the PONG heartbeat answer.
 Run: WSE_SERVER=target/release/wse-server .venv/bin/python -m pytest tests/python
 """
 
@@ -10,42 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from conftest import StartServer
 from websockets.asyncio.client import ClientConnection, connect
-
-ROOT = Path(__file__).resolve().parents[2]
-SERVER = Path(os.environ.get("WSE_SERVER", ROOT / "target" / "release" / "wse-server"))
-
-
-@pytest.fixture
-def server_url() -> Iterator[str]:
-    if not SERVER.exists():
-        pytest.fail(f"wse-server binary not found at {SERVER} (set WSE_SERVER)")
-    args = [str(SERVER), "--host", "127.0.0.1", "--port", "0", "--shards", "2"]
-    proc = subprocess.Popen(
-        [*args, "--allow-client-publish"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        prefix = "wse-server listening on "
-        assert line.startswith(prefix), f"unexpected first line {line!r}"
-        yield f"ws://{line.removeprefix(prefix)}/wse"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def next_message(ws: ClientConnection) -> dict[str, object]:
@@ -91,5 +58,7 @@ async def smoke(url: str) -> None:
         assert raw.startswith('{"c":"WSE","t":"PONG","p":')
 
 
-def test_websockets_client_subscribes_publishes_and_receives(server_url: str) -> None:
-    asyncio.run(smoke(server_url))
+def test_websockets_client_subscribes_publishes_and_receives(
+    wse_server: StartServer,
+) -> None:
+    asyncio.run(smoke(wse_server("--allow-client-publish")))

@@ -3,14 +3,18 @@
 //! Place: `session → **engine** → topic index / rings / outqueue`. After the upgrade the
 //! client gets `server_ready`; then `ping` → `PONG`, `client_hello` → `server_hello`,
 //! `subscription_update` → the shard's topic index and an answer, `publish` → the topic's
-//! owner shard. Echo mode skips all of this and returns every data message to its sender.
+//! owner shard. Every answer passes through [`Session::send_direct`], which signs and seals
+//! it as the connection's security settings ask. Echo mode skips all of this and returns
+//! every data message to its sender.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use wse_fanout::mesh::PublishRequest;
+use wse_protocol::auth::AuthError;
+use wse_protocol::e2e::{KeyExchange, SessionKeys};
 use wse_protocol::engine::{
-    self, ClientMessage, Features, Limits, ServerHello, SubscriptionAction,
+    self, ClientHello, ClientMessage, Features, Limits, ServerHello, SubscriptionAction,
 };
 use wse_protocol::envelope::{self, DirectMeta, Priority};
 use wse_protocol::frame::{Data, OpCode};
@@ -18,16 +22,20 @@ use wse_protocol::handshake::Request;
 use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
-use super::Session;
-use crate::metrics::ShardMetrics;
+use super::{Session, AUTH_FAILED};
+use crate::metrics::{CloseReason, DropReason, SecurityEvent, ShardMetrics};
+use crate::security;
+use crate::server::Shared;
 use crate::shard::{text_frame, unix_ms};
 
 impl Session {
     /// Sends `server_ready` and applies `topics=` from the query string.
     pub(super) fn greet(&mut self, request: &Request) {
         let connection_id = self.conn.uuid.to_string();
-        self.send_direct(Priority::Critical, None, |meta, out| {
-            engine::server_ready(&connection_id, None, &FEATURES, meta, out);
+        let features = features(&self.shard.shared);
+        let conn = std::rc::Rc::clone(&self.conn);
+        self.send_direct(Priority::Critical, "server_ready", None, |meta, out| {
+            engine::server_ready(&connection_id, conn.user_id.as_deref(), &features, meta, out);
         });
         let Some(list) = request.query_param("topics") else { return };
         let topics: Vec<String> =
@@ -37,11 +45,25 @@ impl Session {
         }
     }
 
+    /// Answers a connection whose token was refused in the `close` failure mode: exactly
+    /// one `error` (`AUTH_REQUIRED` or `AUTH_FAILED`), then Close 4401 (PROTOCOL.md §2).
+    pub(super) async fn refuse(&mut self, error: &AuthError) -> CloseReason {
+        let message = security::refusal_text(error);
+        self.send_direct(Priority::Critical, "error", None, |meta, out| {
+            engine::error(error.wire_code(), message.trim_end(), false, None, meta, out);
+        });
+        self.close_by_server(AUTH_FAILED, true).await
+    }
+
     /// One data message from the client.
     pub(super) async fn message(&mut self, text: bool, data: Vec<u8>) {
         if self.shard.shared.config.echo {
             return self.echo(text, &data);
         }
+        if !self.take_token() {
+            return;
+        }
+        let Some((data, sealed)) = self.unseal(text, data) else { return };
         if data.first() != Some(&b'{') && !text {
             // TODO(#5): hand binary that is not a known format to the application (`bin`).
             return;
@@ -50,22 +72,40 @@ impl Session {
             // TODO(#5): hand text that is not JSON to the application (`raw`).
             return;
         };
-        match engine::classify(inbound) {
-            Ok(message) => self.engine_message(message).await,
-            Err(error) => self.send_direct(Priority::High, None, |meta, out| {
-                engine::error_for(&error, meta, out);
-            }),
+        if !sealed && !self.signature_ok(&data) {
+            return;
         }
+        let message = match engine::classify(inbound) {
+            Ok(message) => message,
+            Err(error) => {
+                return self.send_direct(Priority::High, "error", None, |meta, out| {
+                    engine::error_for(&error, meta, out);
+                });
+            }
+        };
+        self.peer_sealed |= sealed;
+        let heartbeat = matches!(message, ClientMessage::Ping { .. });
+        if !sealed && !heartbeat && self.peer_sealed {
+            // No downgrade: once the client seals, only heartbeats may travel in plaintext.
+            // Until its first `E:` frame, plaintext still passes: 2.x clients subscribe right
+            // after `server_ready`, before they have read `server_hello`.
+            self.shard.metrics().security(SecurityEvent::EncryptionRequired);
+            let text = "this connection is encrypted; send E: frames";
+            return self.send_direct(Priority::High, "error", None, |meta, out| {
+                engine::error("ENCRYPTION_REQUIRED", text, true, None, meta, out);
+            });
+        }
+        self.engine_message(message).await;
     }
 
     async fn engine_message(&mut self, message: ClientMessage) {
         match message {
             ClientMessage::Ping { timestamp, cid } => {
-                self.send_direct(Priority::High, cid.as_deref(), |meta, out| {
+                self.send_direct(Priority::High, "PONG", cid.as_deref(), |meta, out| {
                     engine::pong(timestamp, meta.now_ms, meta, out);
                 });
             }
-            ClientMessage::ClientHello(hello) => self.server_hello(hello.cid.as_deref()),
+            ClientMessage::ClientHello(hello) => self.server_hello(&hello),
             ClientMessage::Subscription(update) => {
                 let cid = update.inbound.cid.clone();
                 self.subscription(update.action, update.topics, cid.as_deref());
@@ -78,23 +118,60 @@ impl Session {
         }
     }
 
-    fn server_hello(&mut self, cid: Option<&str>) {
-        let config = &self.shard.shared.config;
+    /// Answers `client_hello`, agreeing E2E keys when the client asks and the server
+    /// allows it. A bad client key gets `KEY_EXCHANGE_FAILED` and the connection stays
+    /// unencrypted (PROTOCOL.md §5).
+    fn server_hello(&mut self, hello: &ClientHello) {
+        let cid = hello.cid.as_deref();
+        let agreed = self.agree_keys(hello);
+        let shared = &self.shard.shared;
+        let config = &shared.config;
         let connection_id = self.conn.uuid.to_string();
+        let public_key = agreed.as_ref().map(|(public, _)| public.as_str());
         let hello = ServerHello {
             connection_id: &connection_id,
             server_version: crate::VERSION,
             ping_interval_ms: config.ping_interval.as_millis() as u64,
             limits: Limits {
                 max_message_size: config.max_message_size as u64,
-                // TODO(#3): the real rate limits once the token bucket exists.
-                rate_limit_capacity: 100_000,
-                rate_limit_refill: 10_000.0,
+                rate_limit_capacity: config.security.rate_limit_capacity,
+                rate_limit_refill: config.security.rate_limit_refill,
             },
-            features: FEATURES,
-            encryption_public_key: None,
+            features: features(shared),
+            encryption_public_key: public_key,
         };
-        self.send_direct(Priority::High, cid, |meta, out| engine::server_hello(&hello, meta, out));
+        self.send_direct(Priority::High, "server_hello", cid, |meta, out| {
+            engine::server_hello(&hello, meta, out);
+        });
+        if let Some((_, keys)) = agreed {
+            // From here on every data frame in either direction is sealed.
+            *self.conn.e2e.borrow_mut() = Some(Box::new(keys));
+        }
+    }
+
+    /// The server's public key and the session keys, when E2E was asked for and agreed.
+    fn agree_keys(&mut self, hello: &ClientHello) -> Option<(String, SessionKeys)> {
+        let allowed = self.shard.shared.config.security.encryption;
+        if !allowed || !hello.wants_encryption || self.conn.is_encrypted() {
+            return None;
+        }
+        let agreed = hello.encryption_public_key.as_deref().map_or(
+            Err("client_hello asked for encryption without encryption_public_key"),
+            |client_key| {
+                let exchange = KeyExchange::generate().map_err(|_| "key generation failed")?;
+                let public = exchange.public_key_b64();
+                let keys = exchange.agree(client_key).map_err(|_| "client public key unusable")?;
+                Ok((public, keys))
+            },
+        );
+        agreed
+            .map_err(|why| {
+                self.shard.metrics().security(SecurityEvent::KeyExchangeFailed);
+                self.send_direct(Priority::High, "error", None, |meta, out| {
+                    engine::error("KEY_EXCHANGE_FAILED", why, true, None, meta, out);
+                });
+            })
+            .ok()
     }
 
     /// Applies a subscribe or unsubscribe and answers with `subscription_update`.
@@ -119,13 +196,18 @@ impl Session {
                 Err(reason) => failed.push((topic, reason)),
             }
         }
-        self.send_direct(Priority::High, cid, |meta, out| {
+        self.send_direct(Priority::High, "subscription_update", cid, |meta, out| {
             engine::subscription_answer(action, &success, &failed, meta, out);
         });
     }
 
     fn subscribe(&mut self, topic: &str) -> Result<(), &'static str> {
         validate_topic(topic, true).map_err(|_| "INVALID_TOPIC")?;
+        let permitted = self.conn.acl.borrow().as_ref().is_none_or(|acl| acl.may_subscribe(topic));
+        if !permitted {
+            self.shard.metrics().security(SecurityEvent::Forbidden);
+            return Err("FORBIDDEN");
+        }
         let mut mine = self.conn.topics.borrow_mut();
         if mine.iter().any(|t| **t == *topic) {
             return Ok(());
@@ -152,11 +234,12 @@ impl Session {
     }
 
     async fn publish(&mut self, request: engine::PublishRequest) {
-        if !self.shard.shared.config.allow_client_publish {
-            // TODO(#3): per-connection publish rights from the token's `wse_topics.publish`.
+        if !self.may_publish(&request.topic) {
+            self.shard.metrics().security(SecurityEvent::Forbidden);
             let cid = request.cid.as_deref();
-            self.send_direct(Priority::High, cid, |meta, out| {
-                engine::error("FORBIDDEN", "publishing is not allowed", false, None, meta, out);
+            self.send_direct(Priority::High, "error", cid, |meta, out| {
+                let text = "publishing to this topic is not allowed";
+                engine::error("FORBIDDEN", text, false, None, meta, out);
             });
             return;
         }
@@ -169,6 +252,16 @@ impl Session {
         self.shard.publish(request).await;
     }
 
+    /// Publish rights: the token's `wse_topics.publish` globs, or the server-wide
+    /// `allow_client_publish` for topics the connection may receive.
+    fn may_publish(&self, topic: &str) -> bool {
+        let everyone = self.shard.shared.config.allow_client_publish;
+        match self.conn.acl.borrow().as_ref() {
+            Some(acl) => acl.may_publish(topic) || (everyone && acl.may_receive(topic)),
+            None => everyone,
+        }
+    }
+
     fn echo(&mut self, text: bool, data: &[u8]) {
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
         let mut frame = Vec::with_capacity(data.len() + 10);
@@ -176,10 +269,13 @@ impl Session {
         self.queue(Priority::Normal, Bytes::from(frame));
     }
 
-    /// Builds a message addressed to this connection (next `seq`, fresh id) and queues it.
+    /// Builds a message of type `t` addressed to this connection (next `seq`, fresh id),
+    /// signs it when `t` is selected for signing, seals it on an E2E connection unless `t`
+    /// stays plaintext, and queues it.
     pub(super) fn send_direct(
         &mut self,
         pri: Priority,
+        t: &str,
         cid: Option<&str>,
         build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
     ) {
@@ -187,7 +283,16 @@ impl Session {
         let meta = DirectMeta::new(self.conn.next_seq(), &id, unix_ms()).with_cid(cid);
         let mut json = Vec::with_capacity(256);
         build(&meta, &mut json);
-        self.queue(pri, text_frame(&json));
+        let stays_plain = security::stays_plaintext(t);
+        let json = if stays_plain || !self.conn.is_encrypted() {
+            self.shard.sign_if_selected(t, json)
+        } else {
+            json
+        };
+        match self.conn.frame_for(&self.shard.ivs, &json, stays_plain, || text_frame(&json)) {
+            Some(frame) => self.queue(pri, frame),
+            None => self.shard.metrics().dropped(DropReason::SealFailed, 1),
+        }
     }
 
     fn queue(&mut self, pri: Priority, frame: Bytes) {
@@ -197,14 +302,16 @@ impl Session {
     }
 }
 
-/// What this engine offers today; grows with the security and delivery issues.
-const FEATURES: Features = Features {
-    compression: false,
-    encryption: false,
-    msgpack: false,
-    recovery: false,
-    priority_queue: true,
-    batching: true,
-    rust_jwt: false,
-    rust_transport: true,
-};
+/// What this engine offers under the running configuration.
+fn features(shared: &Shared) -> Features {
+    Features {
+        compression: false,
+        encryption: shared.config.security.encryption,
+        msgpack: false,
+        recovery: false,
+        priority_queue: true,
+        batching: true,
+        rust_jwt: shared.guard.requires_token(),
+        rust_transport: true,
+    }
+}

@@ -4,7 +4,9 @@
 //! that lives only as long as the handshake (capped by [`HandshakeLimits`]), under one
 //! deadline counted from accept so that trickling bytes cannot extend it, then answers:
 //! `101` for a valid upgrade on the configured path, `/health` and `/metrics`, or an HTTP
-//! error (400, 404, 405, 426, 431, 503) after which the socket is closed.
+//! error (400, 401, 403, 404, 405, 426, 431, 503) after which the socket is closed. The
+//! origin and the token are checked here, before the upgrade, so that no refused client
+//! costs more than this one exchange.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -16,11 +18,14 @@ use crate::transport::Transport;
 use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::timer::timeout;
 use tracing::debug;
+use wse_protocol::auth::AuthError;
 use wse_protocol::handshake::{self, HandshakeLimits, Request};
 use wse_protocol::Error as ProtocolError;
 
+use crate::config::AuthFailureMode;
 use crate::gate::Ticket;
-use crate::metrics::{Rejection, ShardMetrics};
+use crate::metrics::{Rejection, SecurityEvent, ShardMetrics};
+use crate::security::{self, Admission};
 use crate::shard::Shard;
 
 /// A socket that completed the upgrade.
@@ -30,6 +35,8 @@ pub(crate) struct Upgraded {
     pub request: Request,
     /// Bytes that followed the request head in the same reads: the first frames.
     pub leftover: Vec<u8>,
+    /// The token's verdict. A refusal gets here only in the `close` failure mode.
+    pub admission: Admission,
 }
 
 /// Runs the handshake under the configured deadline. `None` when the socket was answered
@@ -43,7 +50,9 @@ pub(super) async fn run(shard: &Rc<Shard>, stream: Transport, ticket: Ticket) ->
     ShardMetrics::dec(&metrics.handshaking);
     drop(ticket);
     match outcome {
-        Ok(Some((request, leftover))) => Some(Upgraded { stream, request, leftover }),
+        Ok(Some((request, leftover, admission))) => {
+            Some(Upgraded { stream, request, leftover, admission })
+        }
         Ok(None) => None,
         Err(_) => {
             metrics.rejected(Rejection::Timeout);
@@ -54,7 +63,7 @@ pub(super) async fn run(shard: &Rc<Shard>, stream: Transport, ticket: Ticket) ->
 }
 
 /// Reads the request head and answers it.
-async fn exchange(shard: &Rc<Shard>, stream: &mut Transport) -> Option<(Request, Vec<u8>)> {
+async fn exchange(shard: &Rc<Shard>, stream: &mut Transport) -> Option<Accepted> {
     let limits = HandshakeLimits::default();
     let mut head = Vec::new();
     loop {
@@ -79,7 +88,7 @@ async fn respond(
     stream: &mut Transport,
     request: Request,
     leftover: Vec<u8>,
-) -> Option<(Request, Vec<u8>)> {
+) -> Option<Accepted> {
     let shared = &shard.shared;
     let path = request.path.as_str();
     let endpoint = path == "/health" || path == "/metrics";
@@ -109,7 +118,7 @@ async fn upgrade(
     stream: &mut Transport,
     request: Request,
     leftover: Vec<u8>,
-) -> Option<(Request, Vec<u8>)> {
+) -> Option<Accepted> {
     let upgrade = match handshake::validate_upgrade(&request) {
         Ok(upgrade) => upgrade,
         Err(e) => {
@@ -117,6 +126,7 @@ async fn upgrade(
             return None;
         }
     };
+    let admission = admission(shard, stream, &request).await?;
     if shard.stopping.get() || !take_connection_slot(shard) {
         shard.metrics().rejected(Rejection::Full);
         let headers = [("Retry-After", "1")];
@@ -129,7 +139,38 @@ async fn upgrade(
         shard.shared.admitted.fetch_sub(1, Ordering::AcqRel);
         return None;
     }
-    Some((request, leftover))
+    Some((request, leftover, admission))
+}
+
+/// The origin check and the token check (PROTOCOL.md §2). `None` when the request was
+/// answered with 403 or 401 and the socket closed; a refused token comes back as
+/// [`Admission::Refused`] in the `close` failure mode, to be answered after the upgrade.
+async fn admission(shard: &Shard, stream: &mut Transport, request: &Request) -> Option<Admission> {
+    let shared = &shard.shared;
+    let security = &shared.config.security;
+    if !shared.guard.check_origin(security, request) {
+        shard.metrics().rejected(Rejection::Origin);
+        debug!("origin not allowed");
+        let response = handshake::http_response(403, &[], "text/plain", b"origin not allowed\n");
+        answer_and_close(stream, &response).await;
+        return None;
+    }
+    let admission = shared.guard.admit(security, request);
+    let Admission::Refused(error) = &admission else { return Some(admission) };
+    shard.metrics().security(match error {
+        AuthError::Missing => SecurityEvent::AuthRequired,
+        AuthError::Invalid(_) => SecurityEvent::AuthFailed,
+    });
+    debug!(%error, "token refused");
+    if security.failure_mode == AuthFailureMode::Close {
+        return Some(admission);
+    }
+    shard.metrics().rejected(Rejection::Unauthorized);
+    let body = security::refusal_text(error);
+    let headers = [("WWW-Authenticate", "Bearer")];
+    let response = handshake::http_response(401, &headers, "text/plain", body.as_bytes());
+    answer_and_close(stream, &response).await;
+    None
 }
 
 /// Counts the connection against `max_connections`; `false` when the server is full.
@@ -196,6 +237,9 @@ async fn read_some(shard: &Shard, stream: &mut Transport, head: &mut Vec<u8>) ->
     })
     .await
 }
+
+/// A request that may be upgraded: the request, the bytes after its head, the verdict.
+type Accepted = (Request, Vec<u8>, Admission);
 
 /// How long a refused socket is drained before it is closed.
 const LINGER: Duration = Duration::from_millis(500);

@@ -13,6 +13,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod json;
+pub mod token;
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -464,7 +465,13 @@ impl RawClient {
 
     /// Completes H0 and reads `server_ready` (WSE mode); returns it with the client.
     pub fn open_wse(addr: SocketAddr, path: &str) -> (RawClient, Value) {
-        let mut client = RawClient::open(addr, path);
+        RawClient::open_wse_with(addr, path, &[])
+    }
+
+    /// Like [`RawClient::open_wse`], with `extra` header lines on H0 (credentials).
+    pub fn open_wse_with(addr: SocketAddr, path: &str, extra: &[&str]) -> (RawClient, Value) {
+        let mut client = RawClient::connect(addr);
+        client.upgrade(addr, path, extra);
         let ready = client.next_json(IO_LIMIT);
         assert_eq!(ready.str_at("t"), Some("server_ready"), "first message: {ready:?}");
         assert_eq!(ready.num_at("seq"), Some(1.0), "server_ready seq: {ready:?}");
@@ -737,7 +744,12 @@ pub struct LiveClient {
 impl LiveClient {
     /// Opens a WSE connection (H0, `server_ready`) and starts its reader.
     pub fn open(addr: SocketAddr, path: &str) -> LiveClient {
-        let (client, _) = RawClient::open_wse(addr, path);
+        LiveClient::open_with(addr, path, &[])
+    }
+
+    /// Like [`LiveClient::open`], with `extra` header lines on H0 (credentials).
+    pub fn open_with(addr: SocketAddr, path: &str, extra: &[&str]) -> LiveClient {
+        let (client, _) = RawClient::open_wse_with(addr, path, extra);
         LiveClient::from_raw(client)
     }
 
@@ -849,6 +861,8 @@ pub const EVIL: &str = r#"{"evil":true}"#;
 /// publishes during it, and the checks afterwards. The server needs
 /// `--allow-client-publish`.
 pub struct Unharmed {
+    /// Credentials for the connections the checks open ("" for none).
+    header: String,
     addr: SocketAddr,
     bystander: LiveClient,
     publisher: LiveClient,
@@ -863,11 +877,19 @@ impl Unharmed {
     /// Opens the bystander (subscribed to [`WATCH_TOPIC`] and [`CASE_TOPIC`]) and the
     /// publisher, and records the server's RSS.
     pub fn before(server: &Server) -> Unharmed {
-        let bystander = LiveClient::open(server.addr, "/wse");
+        Unharmed::before_with(server, "")
+    }
+
+    /// Like [`Unharmed::before`] on a server that wants credentials: `header` (one header
+    /// line, e.g. `Authorization: Bearer ...`) goes on every connection the checks open.
+    pub fn before_with(server: &Server, header: &str) -> Unharmed {
+        let extra: Vec<&str> = [header].into_iter().filter(|h| !h.is_empty()).collect();
+        let bystander = LiveClient::open_with(server.addr, "/wse", &extra);
         let answer = bystander.subscribe(&[WATCH_TOPIC, CASE_TOPIC]);
         assert_eq!(answer.get("p").and_then(|p| p.get("success_topics")).map(Value::len), Some(2));
-        let publisher = LiveClient::open(server.addr, "/wse");
+        let publisher = LiveClient::open_with(server.addr, "/wse", &extra);
         Unharmed {
+            header: header.to_owned(),
             addr: server.addr,
             bystander,
             publisher,
@@ -937,7 +959,9 @@ impl Unharmed {
         }
 
         // A fresh connection completes H0 and gets a PONG within 1 s.
-        fresh_pong_within(self.addr, Duration::from_secs(1));
+        let extra: Vec<&str> =
+            [self.header.as_str()].into_iter().filter(|h| !h.is_empty()).collect();
+        fresh_pong_within_with(self.addr, &extra, Duration::from_secs(1));
 
         // Same process, RSS within +64 MiB.
         assert!(server.is_running(), "UNHARMED: the server process exited");
@@ -978,8 +1002,13 @@ impl Unharmed {
 
 /// A fresh connection completes H0 and gets `PONG` for a `ping`, all within `limit`.
 pub fn fresh_pong_within(addr: SocketAddr, limit: Duration) {
+    fresh_pong_within_with(addr, &[], limit);
+}
+
+/// [`fresh_pong_within`] with `extra` header lines on H0 (credentials).
+pub fn fresh_pong_within_with(addr: SocketAddr, extra: &[&str], limit: Duration) {
     let started = Instant::now();
-    let (mut client, _) = RawClient::open_wse(addr, "/wse");
+    let (mut client, _) = RawClient::open_wse_with(addr, "/wse", extra);
     client.send_text(r#"{"t":"ping","p":{"timestamp":123}}"#);
     let pong = client.next_json(limit);
     assert_eq!(pong.str_at("t"), Some("PONG"), "answer to ping: {pong:?}");

@@ -1,0 +1,178 @@
+//! The checks every inbound data message passes before the engine reads it.
+//!
+//! Place: `session → **inbound** → engine`. In order: the rate limit (PROTOCOL.md §7, §10;
+//! refused messages get `RATE_LIMITED`, a connection that stays over the limit is closed
+//! with 4429), E2E decryption of `E:` frames (§5; a frame that does not open is dropped and
+//! counted), and the signature of plaintext JSON when the server requires one (§6). A frame
+//! sealed under the connection's E2E key needs no `sig`: AES-GCM already authenticates it.
+
+use std::time::{Duration, Instant};
+
+use wse_protocol::engine::{self, RateLimitStatus};
+use wse_protocol::envelope::Priority;
+use wse_protocol::ratelimit::{Take, TokenBucket};
+use wse_protocol::signing;
+
+use super::{Session, RATE_LIMITED};
+use crate::config::Security;
+use crate::metrics::SecurityEvent;
+
+/// A connection's inbound rate limit and what it has told the client about it.
+pub(super) struct InboundLimit {
+    bucket: TokenBucket,
+    /// The bucket's clock origin.
+    born: Instant,
+    /// The current spell over the limit: when its first refusal was, and its latest. A
+    /// spell ends only after a whole [`RECOVERY`] without refusals, so a client that keeps
+    /// sending faster than the refill stays over the limit even though a refilled token
+    /// lets one of its messages through now and then.
+    over: Option<(Instant, Instant)>,
+    /// When the client was last sent `RATE_LIMITED` (at most one a second).
+    last_refusal_note: Option<Instant>,
+    /// Whether `rate_limit_warning` was sent for the current dip under 20 %.
+    warned: bool,
+    /// Start of the current one-second window, and messages accepted in it.
+    window: (Instant, u32),
+}
+
+impl InboundLimit {
+    pub(super) fn new(security: &Security, now: Instant) -> InboundLimit {
+        InboundLimit {
+            bucket: TokenBucket::new(security.rate_limit_capacity, security.rate_limit_refill, 0),
+            born: now,
+            over: None,
+            last_refusal_note: None,
+            warned: false,
+            window: (now, 0),
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.born).as_millis() as u64
+    }
+
+    /// Counts an accepted message in the one-second window; returns the window's count.
+    fn count(&mut self, now: Instant) -> u32 {
+        if now.saturating_duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1
+    }
+}
+
+impl Session {
+    /// Takes one token for an inbound data message; `false` when the message is refused.
+    pub(super) fn take_token(&mut self) -> bool {
+        let now = Instant::now();
+        let at = self.inbound.millis(now);
+        match self.inbound.bucket.try_take(at) {
+            Take::Ok { remaining } => {
+                let recovered =
+                    |(_, last): (Instant, Instant)| now.saturating_duration_since(last) >= RECOVERY;
+                if self.inbound.over.is_some_and(recovered) {
+                    self.inbound.over = None;
+                }
+                let rate = self.inbound.count(now);
+                self.warn_when_low(remaining, rate);
+                true
+            }
+            Take::Limited { retry_after_ms } => {
+                self.refuse_over_limit(now, retry_after_ms);
+                false
+            }
+        }
+    }
+
+    /// Sends `rate_limit_warning` once per dip of the bucket under 20 % of its capacity.
+    fn warn_when_low(&mut self, remaining: u64, rate: u32) {
+        let security = &self.shard.shared.config.security;
+        let capacity = security.rate_limit_capacity;
+        if remaining >= capacity / 2 {
+            self.inbound.warned = false;
+        }
+        if self.inbound.warned || remaining.saturating_mul(5) >= capacity {
+            return;
+        }
+        self.inbound.warned = true;
+        let refill = security.rate_limit_refill;
+        let status = RateLimitStatus {
+            current_rate: f64::from(rate),
+            limit: refill,
+            remaining,
+            retry_after: (capacity as f64 / 5.0 - remaining as f64).max(0.0) / refill,
+        };
+        self.send_direct(Priority::High, "rate_limit_warning", None, |meta, out| {
+            engine::rate_limit_warning(&status, meta, out);
+        });
+    }
+
+    /// Refuses a message over the limit: counts it, tells the client at most once a second,
+    /// and closes with 4429 once the connection has been over the limit for too long.
+    fn refuse_over_limit(&mut self, now: Instant, retry_after_ms: u64) {
+        self.shard.metrics().security(SecurityEvent::RateLimited);
+        let (since, last) = self.inbound.over.get_or_insert((now, now));
+        *last = now;
+        let since = *since;
+        let close_after = self.shard.shared.config.security.rate_limit_close_after;
+        if now.saturating_duration_since(since) >= close_after {
+            self.conn.request_close(RATE_LIMITED);
+            return;
+        }
+        let noted = self.inbound.last_refusal_note;
+        if noted.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1)) {
+            return;
+        }
+        self.inbound.last_refusal_note = Some(now);
+        let retry_after = Some(retry_after_ms as f64 / 1000.0);
+        self.send_direct(Priority::High, "error", None, |meta, out| {
+            engine::error("RATE_LIMITED", "too many messages", true, retry_after, meta, out);
+        });
+    }
+
+    /// Opens an `E:` frame with the connection's key. Returns the plaintext and whether it
+    /// arrived sealed; `None` when the frame was dropped (counted).
+    pub(super) fn unseal(&mut self, text: bool, data: Vec<u8>) -> Option<(Vec<u8>, bool)> {
+        if text || !data.starts_with(b"E:") {
+            return Some((data, false));
+        }
+        let mut data = data;
+        let opened = match self.conn.e2e.borrow().as_ref() {
+            Some(keys) => keys.open_in_place(&mut data).map(|plain| plain.len()).ok(),
+            None => None,
+        };
+        let Some(len) = opened else {
+            self.shard.metrics().security(SecurityEvent::DecryptFailed);
+            tracing::debug!(conn = self.conn.id.0, "E: frame did not open; dropped");
+            return None;
+        };
+        // The plaintext sits right after the prefix and the IV.
+        data.drain(..SEALED_HEADER);
+        data.truncate(len);
+        Some((data, true))
+    }
+
+    /// Whether a plaintext JSON message carries a valid `sig` when one is required. A
+    /// refused message is counted and answered with `BAD_SIGNATURE`.
+    pub(super) fn signature_ok(&mut self, json: &[u8]) -> bool {
+        let shared = &self.shard.shared;
+        if !shared.config.security.require_signed_inbound {
+            return true;
+        }
+        let verified =
+            shared.guard.signing_key().is_some_and(|key| signing::verify(key, json).is_ok());
+        if verified {
+            return true;
+        }
+        self.shard.metrics().security(SecurityEvent::BadSignature);
+        self.send_direct(Priority::High, "error", None, |meta, out| {
+            engine::error("BAD_SIGNATURE", "signature missing or invalid", true, None, meta, out);
+        });
+        false
+    }
+}
+
+/// How long a connection must go without a refusal to count as back under its limit.
+const RECOVERY: Duration = Duration::from_secs(1);
+/// Bytes before the ciphertext of an `E:` frame: the prefix and the IV.
+const SEALED_HEADER: usize = 2 + 12;
