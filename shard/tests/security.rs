@@ -294,9 +294,10 @@ fn short_secret_is_refused_at_start_up() {
 #[test]
 fn acl_allow_deny_publish() {
     let server = Server::start(&token::c09_flags());
-    let limited = hs256(&claims(
-        r#""wse_topics":{"allow":["chat.*","news"],"deny":["chat.secret"],"publish":["chat.public"]}"#,
-    ));
+    let limited = hs256(&claims(concat!(
+        r#""wse_topics":{"allow":["chat.*","news"],"deny":["chat.secret"],"#,
+        r#""publish":["chat.public"]}"#,
+    )));
     let admin = hs256(&claims(r#""wse_topics":{"publish":["*"]}"#));
     let (mut user, _) = open_expecting_frame(&server, "/wse", &[&auth_header(&limited)]);
     let answer = user.subscribe("subscribe", &["chat.*", "news", "sports", "chat.secret"]);
@@ -420,7 +421,11 @@ impl Sealed {
 
 fn client_hello(public_key: &str) -> String {
     format!(
-        r#"{{"t":"client_hello","p":{{"client_version":"test","protocol_version":1,"features":{{"encryption":true}},"encryption_public_key":"{public_key}"}}}}"#
+        concat!(
+            r#"{{"t":"client_hello","p":{{"client_version":"test","protocol_version":1,"#,
+            r#""features":{{"encryption":true}},"encryption_public_key":"{}"}}}}"#
+        ),
+        public_key
     )
 }
 
