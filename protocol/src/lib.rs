@@ -9,6 +9,7 @@
 //!   per-connection receive state machine (fragmentation, control frames, UTF-8, limits);
 //! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
 //!   and the messages the engine answers itself (§7);
+//! - [`msgpack`]: `M:` frames, the envelope as msgpack both ways (§4);
 //! - [`e2e`], [`signing`]: end-to-end encryption of data frames (§4-§5) and HMAC signing of
 //!   JSON text frames (§6);
 //! - [`auth`]: token sources and JWT validation at the upgrade (§2), and [`ratelimit`], the
@@ -26,6 +27,7 @@ mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod msgpack;
 pub mod ratelimit;
 pub mod reader;
 pub mod signing;
