@@ -360,8 +360,11 @@ mod tests {
     #[test]
     fn writes_smallest_integer_forms_and_float64() {
         let mut out = Vec::new();
-        from_json(b"[0,127,128,-1,-33,65536,18446744073709551615,-9223372036854775808,0.5]", &mut out)
-            .expect("converts");
+        from_json(
+            b"[0,127,128,-1,-33,65536,18446744073709551615,-9223372036854775808,0.5]",
+            &mut out,
+        )
+        .expect("converts");
         let expected = [
             0x99, 0x00, 0x7f, 0xcc, 0x80, 0xff, 0xd0, 0xdf, 0xce, 0x00, 0x01, 0x00, 0x00, 0xcf,
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xd3, 0x80, 0x00, 0x00, 0x00, 0x00,
