@@ -454,10 +454,14 @@ mod tests {
         index.set_filter(ConnId(3), "a", filter(r#"{"p.x":2}"#));
         let mut asked = 0;
         let mut reported = 0;
-        let out = index.for_each_subscriber_where("a", |_| {
-            asked += 1;
-            false
-        }, |_| reported += 1);
+        let out = index.for_each_subscriber_where(
+            "a",
+            |_| {
+                asked += 1;
+                false
+            },
+            |_| reported += 1,
+        );
         assert_eq!((asked, reported, out), (1, 9, 1));
     }
 

@@ -676,13 +676,21 @@ mod tests {
             (r#"{"$or":[{"p.kind":"sell"},{"p.qty":3}]}"#, true),
             (r#"{"$or":[{"p.kind":"sell"},{"p.qty":4}]}"#, false),
             (
-                r#"{"p.sym":"AAPL","$or":[{"p.price":{"$lt":100}},{"p.tags":{"$contains":"hot"}}]}"#,
+                r#"{"p.sym":"AAPL","$or":[{"p.price":{"$lt":100}},{"p.tags":{"$contains":"h"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"p.sym":"AAPL","$or":[{"p.price":{"$lt":100}},{"p.tags":{"$contains":"us"}}]}"#,
                 true,
             ),
             (r#"{"p.sym":"MSFT","$or":[{"p.price":{"$lt":100}},{"p.qty":3}]}"#, false),
             (
-                r#"{"$or":[{"$and":[{"p.kind":"buy"},{"p.qty":9}]},{"$and":[{"t":"trade"},{"o":7}]}]}"#,
+                r#"{"$or":[{"$and":[{"p.kind":"buy"},{"o":9}]},{"$and":[{"t":"trade"},{"o":7}]}]}"#,
                 true,
+            ),
+            (
+                r#"{"$or":[{"$and":[{"p.kind":"buy"},{"o":9}]},{"$and":[{"t":"x"},{"o":7}]}]}"#,
+                false,
             ),
             (r#"{"$and":[{"$or":[{"o":1},{"o":2}]},{"t":"trade"}]}"#, false),
         ]);
