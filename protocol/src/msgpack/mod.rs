@@ -8,9 +8,12 @@
 //! [`Inbound`] that JSON gives, through JSON text ([`to_json`]), so the engine and the
 //! application see one shape whatever the client sent.
 //!
-//! One conversion in each direction, and both go through JSON text rather than a tree of
-//! their own: JSON text is the form the rest of the engine already has and trusts, and
-//! sonic-rs keeps the key order of what it parses (a tree built by hand would not).
+//! One conversion in each direction, both from and to JSON text, the form the rest of the
+//! engine already has and trusts. Outbound, [`transcode`] reads the JSON once and writes
+//! msgpack as it goes, with no tree in between (this runs once per publication). Inbound,
+//! the client's msgpack becomes JSON text that sonic-rs then parses as it parses any
+//! message: sonic-rs keeps the key order of what it parses, where a tree built by hand would
+//! not.
 //!
 //! Mapping of msgpack types that JSON lacks, inbound: `bin` and `ext` become lowercase hex
 //! strings of their bytes (as the 2.x server gives them to applications), map keys that are
@@ -21,12 +24,14 @@
 //!
 //! This module does not frame, seal or decide who gets msgpack: the shard does.
 
+mod transcode;
+
 use std::io::Write;
 
 use rmpv::ValueRef;
-use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
+use sonic_rs::Value;
 
-use crate::envelope::{self, nesting_exceeds, Inbound, MAX_NESTING};
+use crate::envelope::{self, Inbound, MAX_NESTING};
 use crate::Error;
 
 /// The two bytes every msgpack frame starts with.
@@ -40,7 +45,7 @@ pub const PREFIX: &[u8] = b"M:";
 pub fn from_envelope(json: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     out.extend_from_slice(PREFIX);
-    convert_json(json, Some("sig"), out).inspect_err(|_| out.truncate(start))
+    transcode::transcode(json, Some("sig"), out).inspect_err(|_| out.truncate(start))
 }
 
 /// Appends the msgpack form of `json` (one JSON value of any kind) to `out`.
@@ -51,7 +56,7 @@ pub fn from_envelope(json: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
 /// was.
 pub fn from_json(json: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
-    convert_json(json, None, out).inspect_err(|_| out.truncate(start))
+    transcode::transcode(json, None, out).inspect_err(|_| out.truncate(start))
 }
 
 /// Appends the JSON text of one msgpack value, `bytes` exactly (no trailing bytes), to `out`.
@@ -121,72 +126,6 @@ pub fn starts_map(bytes: &[u8]) -> bool {
 /// `{"c":"WSE","t":"ping"` (PROTOCOL.md §7, §11). Everything else goes as `M:`.
 pub fn stays_json(t: &str) -> bool {
     matches!(t, "PONG" | "ping")
-}
-
-/// Parses `json` and writes it as msgpack, leaving out the top-level key `skip`.
-fn convert_json(json: &[u8], skip: Option<&str>, out: &mut Vec<u8>) -> Result<(), Error> {
-    if nesting_exceeds(json, MAX_NESTING) {
-        return Err(invalid("message is nested too deeply for msgpack"));
-    }
-    let value: Value = sonic_rs::from_slice(json).map_err(|_| invalid("message is not JSON"))?;
-    match (value.as_object(), skip) {
-        (Some(object), Some(skip)) => {
-            let kept = object.iter().filter(|(key, _)| *key != skip).count();
-            write_map_len(kept, out)?;
-            for (key, member) in object.iter().filter(|(key, _)| *key != skip) {
-                write_str(key, out)?;
-                write_msgpack(member, out)?;
-            }
-            Ok(())
-        }
-        _ => write_msgpack(&value, out),
-    }
-}
-
-/// Writes one JSON value as msgpack. Nesting was checked before parsing.
-fn write_msgpack(value: &Value, out: &mut Vec<u8>) -> Result<(), Error> {
-    if let Some(s) = value.as_str() {
-        return write_str(s, out);
-    }
-    if let Some(n) = value.as_u64() {
-        return rmp::encode::write_uint(out, n).map(drop).map_err(|_| write_failed());
-    }
-    if let Some(n) = value.as_i64() {
-        return rmp::encode::write_sint(out, n).map(drop).map_err(|_| write_failed());
-    }
-    if let Some(f) = value.as_f64() {
-        return rmp::encode::write_f64(out, f).map_err(|_| write_failed());
-    }
-    if let Some(b) = value.as_bool() {
-        return rmp::encode::write_bool(out, b).map_err(|_| write_failed());
-    }
-    if let Some(items) = value.as_array() {
-        write_array_len(items.len(), out)?;
-        return items.iter().try_for_each(|item| write_msgpack(item, out));
-    }
-    if let Some(object) = value.as_object() {
-        write_map_len(object.len(), out)?;
-        for (key, member) in object.iter() {
-            write_str(key, out)?;
-            write_msgpack(member, out)?;
-        }
-        return Ok(());
-    }
-    rmp::encode::write_nil(out).map_err(|_| write_failed())
-}
-
-fn write_str(s: &str, out: &mut Vec<u8>) -> Result<(), Error> {
-    rmp::encode::write_str(out, s).map_err(|_| invalid("string too long for msgpack"))
-}
-
-fn write_map_len(len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-    let len = u32::try_from(len).map_err(|_| invalid("object too large for msgpack"))?;
-    rmp::encode::write_map_len(out, len).map(drop).map_err(|_| write_failed())
-}
-
-fn write_array_len(len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-    let len = u32::try_from(len).map_err(|_| invalid("array too large for msgpack"))?;
-    rmp::encode::write_array_len(out, len).map(drop).map_err(|_| write_failed())
 }
 
 /// Writes one msgpack value as JSON text; `depth` counts the arrays and maps around it.
@@ -308,6 +247,7 @@ const DECODE_DEPTH: usize = 2 * MAX_NESTING + 4;
 #[cfg(test)]
 mod tests {
     use rmpv::Value as Mp;
+    use sonic_rs::JsonValueTrait;
 
     use super::*;
 
@@ -588,6 +528,143 @@ mod tests {
     fn random_string(rng: &mut Rng) -> String {
         const PIECES: [&str; 8] = ["a", "Z", "\"", "\\", "\n", "\u{1}", "π", "😀"];
         (0..rng.below(6)).map(|_| PIECES[rng.below(8) as usize]).collect()
+    }
+
+    /// The tree-walking conversion through sonic-rs: the reference the one-pass
+    /// transcoder must agree with, byte for byte.
+    fn oracle(json: &[u8]) -> Option<Vec<u8>> {
+        use sonic_rs::JsonContainerTrait;
+
+        fn write(value: &Value, out: &mut Vec<u8>) {
+            if let Some(s) = value.as_str() {
+                rmp::encode::write_str(out, s).unwrap();
+            } else if let Some(n) = value.as_u64() {
+                rmp::encode::write_uint(out, n).unwrap();
+            } else if let Some(n) = value.as_i64() {
+                rmp::encode::write_sint(out, n).unwrap();
+            } else if let Some(f) = value.as_f64() {
+                rmp::encode::write_f64(out, f).unwrap();
+            } else if let Some(b) = value.as_bool() {
+                rmp::encode::write_bool(out, b).unwrap();
+            } else if let Some(items) = value.as_array() {
+                rmp::encode::write_array_len(out, items.len() as u32).unwrap();
+                items.iter().for_each(|item| write(item, out));
+            } else if let Some(object) = value.as_object() {
+                rmp::encode::write_map_len(out, object.len() as u32).unwrap();
+                for (key, member) in object.iter() {
+                    rmp::encode::write_str(out, key).unwrap();
+                    write(member, out);
+                }
+            } else {
+                rmp::encode::write_nil(out).unwrap();
+            }
+        }
+        let value: Value = sonic_rs::from_slice(json).ok()?;
+        let mut out = Vec::new();
+        write(&value, &mut out);
+        Some(out)
+    }
+
+    fn transcoded(json: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        from_json(json.as_bytes(), &mut out).ok()?;
+        Some(out)
+    }
+
+    #[test]
+    fn transcoder_agrees_with_the_tree_walk_on_edge_cases() {
+        let wide: Vec<String> = (0..70_000).map(|i| (i % 7).to_string()).collect();
+        let wide = format!("[{}]", wide.join(","));
+        let keys: Vec<String> = (0..300).map(|i| format!(r#""k{i}":[{i},{{}}]"#)).collect();
+        let keys = format!("{{{}}}", keys.join(","));
+        let sixteen = format!("[{}]", vec!["[1]"; 16].join(","));
+        let cases = [
+            "0",
+            "-1",
+            "1.0",
+            "-2.5e-3",
+            "1E5",
+            "1e+2",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "123456789012345678901234567890",
+            "0.1",
+            "2.2250738585072014e-308",
+            "5e-324",
+            "1.7976931348623157e308",
+            r#""""#,
+            r#""plain""#,
+            r#""esc \" \\ \/ \b \f \n \r \t""#,
+            r#""\u00e9\u4e2d\ud83d\ude00 mixed é""#,
+            r#""a\u0000b""#,
+            " \t\n\r{ \"a\" : [ 1 , true , false , null ] , \"b\" : { } } \n",
+            r#"{"dup":1,"dup":2}"#,
+            r#"[[],{},[[]],[{}]]"#,
+            &sixteen,
+            &wide,
+            &keys,
+        ];
+        for json in cases {
+            let expected = oracle(json.as_bytes()).unwrap_or_else(|| panic!("sonic reads {json}"));
+            let short: String = json.chars().take(60).collect();
+            assert_eq!(transcoded(json), Some(expected), "{short}");
+        }
+        // The one disagreement: sonic-rs reads `-0` as a float, JSON's grammar (and Python)
+        // as the integer 0, which the transcoder keeps.
+        assert_eq!(transcoded("-0"), Some(vec![0x00]));
+    }
+
+    #[test]
+    fn transcoder_refuses_what_is_not_json() {
+        let cases: [&[u8]; 26] = [
+            b"",
+            b" ",
+            b"{",
+            b"[1,",
+            b"[1 2]",
+            b"{\"a\" 1}",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"{1:2}",
+            b"\"open",
+            b"\"ctl \x01\"",
+            b"\"bad \\x\"",
+            b"\"\\u12\"",
+            b"\"\\u12g4\"",
+            b"\"\\ud800\"",
+            b"\"\\udc00\"",
+            b"\"\\ud800\\u0041\"",
+            b"\"\xff\"",
+            b"01",
+            b"1.",
+            b"1e",
+            b"-",
+            b"1e400",
+            b"tru",
+            b"nul",
+            b"{} {}",
+        ];
+        for json in cases {
+            let mut out = b"keep".to_vec();
+            let result = from_json(json, &mut out);
+            assert!(matches!(result, Err(Error::InvalidMessage(_))), "{json:?}: {result:?}");
+            assert_eq!(out, b"keep", "{json:?}");
+        }
+    }
+
+    #[test]
+    fn transcoder_agrees_with_the_tree_walk_on_random_documents() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..5_000 {
+            let json = json_of(&random_value(&mut rng, 0));
+            let spaced = json.replace(',', " ,\n ").replace(':', " : ");
+            for text in [&json, &spaced] {
+                let expected = oracle(text.as_bytes()).expect("sonic reads our JSON");
+                assert_eq!(transcoded(text), Some(expected), "{text}");
+            }
+        }
     }
 
     #[test]
