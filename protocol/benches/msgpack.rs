@@ -1,6 +1,8 @@
 //! Cost of the msgpack and filter paths next to the JSON work they add to: writing a
 //! publication's JSON envelope (done once per publication), converting it to an `M:` body
-//! (once per publication when msgpack connections exist), reading a client message as
+//! (once per publication when msgpack connections exist; beside it, parsing the same JSON
+//! with sonic-rs, and parsing plus walking the tree, the conversion `transcode` replaced),
+//! reading a client message as
 //! msgpack and as JSON, and judging a publication against a filter (one parse per
 //! publication and shard, one match per filtered subscriber).
 //!
@@ -33,7 +35,7 @@ fn envelope_of(payload: &str) -> Vec<u8> {
     out
 }
 
-/// About 2 KB of payload: a list of 24 small objects.
+/// About 1.4 KB of payload: a list of 24 small objects.
 fn large_payload() -> String {
     let rows: Vec<String> = (0..24)
         .map(|i| format!(r#"{{"id":{i},"name":"row-{i}","price":{i}.25,"tags":["a","b"]}}"#))
@@ -70,6 +72,14 @@ fn publications(c: &mut Criterion) {
                 black_box(value.is_object())
             })
         });
+        group.bench_with_input(BenchmarkId::new("sonic_tree_walk", name), &json, |b, json| {
+            b.iter(|| {
+                out.clear();
+                let value: sonic_rs::Value = sonic_rs::from_slice(black_box(json)).expect("JSON");
+                tree_walk(&value, &mut out);
+                black_box(out.len())
+            })
+        });
         group.bench_with_input(BenchmarkId::new("to_msgpack", name), &json, |b, json| {
             b.iter(|| {
                 out.clear();
@@ -79,6 +89,34 @@ fn publications(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The other way to convert: walk the tree sonic-rs parsed (what `transcode` replaced).
+fn tree_walk(value: &sonic_rs::Value, out: &mut Vec<u8>) {
+    use sonic_rs::JsonContainerTrait;
+
+    if let Some(s) = value.as_str() {
+        rmp::encode::write_str(out, s).expect("Vec");
+    } else if let Some(n) = value.as_u64() {
+        rmp::encode::write_uint(out, n).expect("Vec");
+    } else if let Some(n) = value.as_i64() {
+        rmp::encode::write_sint(out, n).expect("Vec");
+    } else if let Some(f) = value.as_f64() {
+        rmp::encode::write_f64(out, f).expect("Vec");
+    } else if let Some(b) = value.as_bool() {
+        rmp::encode::write_bool(out, b).expect("Vec");
+    } else if let Some(items) = value.as_array() {
+        rmp::encode::write_array_len(out, items.len() as u32).expect("Vec");
+        items.iter().for_each(|item| tree_walk(item, out));
+    } else if let Some(object) = value.as_object() {
+        rmp::encode::write_map_len(out, object.len() as u32).expect("Vec");
+        for (key, member) in object.iter() {
+            rmp::encode::write_str(out, key).expect("Vec");
+            tree_walk(member, out);
+        }
+    } else {
+        rmp::encode::write_nil(out).expect("Vec");
+    }
 }
 
 fn inbound(c: &mut Criterion) {

@@ -12,15 +12,15 @@
 //!
 //! Formats and filters on delivery. A publication is encoded once per wire format: the
 //! owner writes the JSON frame, and the `M:` msgpack frame too whenever any shard has a
-//! `format=msgpack` connection open (one atomic read per publication). Converting costs
-//! about a third of a microsecond for a small publication (README, "MessagePack"), less than
-//! a ring hop, so converting when some msgpack connection exists anywhere beats asking every
-//! shard to convert for itself: with 2 to 64 shards that would be up to 64 conversions of
-//! one publication. A shard that meets a msgpack subscriber of a publication that came
-//! without the frame (the connection opened after the owner looked) converts it once for all
-//! its subscribers. Subscription filters (`wse_protocol::filter`) are judged here, before a
-//! publication is queued: the shard parses the publication's JSON at most once, and only
-//! when the topic has a filtered subscriber.
+//! `format=msgpack` connection open (one atomic read per publication). The conversion costs
+//! about as much as writing the JSON envelope again (README, "MessagePack"), once per
+//! publication; leaving it to every shard that has msgpack subscribers would cost it up to
+//! once per shard. The price is a conversion nobody reads when msgpack connections exist
+//! but none subscribes to the topic. A shard that meets a msgpack subscriber of a
+//! publication that came without the frame (the connection opened after the owner looked)
+//! converts it once for all its subscribers. Subscription filters (`wse_protocol::filter`)
+//! are judged here, before a publication is queued: the shard parses the publication's JSON
+//! at most once, and only when the topic has a filtered subscriber.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
