@@ -120,7 +120,11 @@ fn tree_walk(value: &sonic_rs::Value, out: &mut Vec<u8>) {
 }
 
 fn inbound(c: &mut Criterion) {
-    let json = br#"{"t":"publish","p":{"topic":"prices.AAPL","data":{"sym":"AAPL","bid":189.52,"ask":189.55,"qty":300}},"cid":"c-1"}"#;
+    let json = concat!(
+        r#"{"t":"publish","p":{"topic":"prices.AAPL","#,
+        r#""data":{"sym":"AAPL","bid":189.52,"ask":189.55,"qty":300}},"cid":"c-1"}"#
+    )
+    .as_bytes();
     let mut packed = Vec::new();
     msgpack::from_json(json, &mut packed).expect("converts");
     let mut group = c.benchmark_group("inbound");

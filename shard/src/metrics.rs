@@ -239,7 +239,8 @@ pub struct ShardMetrics {
     /// Publications this shard encoded as msgpack: as owner, or for its own subscribers when
     /// the owner had not (PROTOCOL.md §4: once per format, not per subscriber).
     pub msgpack_encoded: AtomicU64,
-    /// `M:` frames queued for msgpack connections (publications and direct messages).
+    /// Messages queued in msgpack for msgpack connections (publications and direct
+    /// messages; `M:` frames, or `E:` frames sealing them).
     pub msgpack_out: AtomicU64,
     /// Msgpack messages received from clients (`M:` or unprefixed), valid or not.
     pub msgpack_in: AtomicU64,
@@ -363,7 +364,7 @@ impl Metrics {
             ("wse_msgpack_encoded_total", "Publications encoded as msgpack.", |m| {
                 &m.msgpack_encoded
             }),
-            ("wse_msgpack_frames_out_total", "M: frames queued.", |m| &m.msgpack_out),
+            ("wse_msgpack_frames_out_total", "Messages queued as msgpack.", |m| &m.msgpack_out),
             ("wse_msgpack_messages_in_total", "Msgpack messages received.", |m| &m.msgpack_in),
             ("wse_msgpack_invalid_total", "Malformed msgpack messages refused.", |m| {
                 &m.msgpack_invalid

@@ -9,7 +9,7 @@
 //! application see one shape whatever the client sent.
 //!
 //! One conversion in each direction, both from and to JSON text, the form the rest of the
-//! engine already has and trusts. Outbound, [`transcode`] reads the JSON once and writes
+//! engine already has and trusts. Outbound, [`from_envelope`] reads the JSON once and writes
 //! msgpack as it goes, with no tree in between (this runs once per publication). Inbound,
 //! the client's msgpack becomes JSON text that sonic-rs then parses as it parses any
 //! message: sonic-rs keeps the key order of what it parses, where a tree built by hand would
