@@ -246,7 +246,6 @@ impl Shard {
     /// lets it through, in the subscriber's format.
     pub(crate) fn deliver_local(&self, publication: &Publication) {
         let conns = self.conns.borrow();
-        let budget = self.shared.config.max_outbound_queue_bytes;
         // Parsed for filters at most once, when the first filtered subscriber asks.
         let document = OnceCell::new();
         let passes = |filter: &filter::Filter| {
@@ -271,23 +270,29 @@ impl Shard {
                 // A glob subscription also matches topics the ACL denies.
                 return;
             }
-            let encoded = conn.msgpack.then(msgpack).flatten();
-            let (body, shared) = match encoded {
-                Some(encoded) => (&encoded.body, &encoded.frame),
-                None => (&publication.json, &publication.frame),
-            };
-            let Some(frame) = conn.frame_for(&self.ivs, body, false, || shared.clone()) else {
-                return self.metrics().dropped(DropReason::SealFailed, 1);
-            };
-            if encoded.is_some() {
-                ShardMetrics::add(&self.metrics().msgpack_out, 1);
-            }
-            let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
-            self.account(conn, outcome);
+            self.queue_publication(conn, publication, conn.msgpack.then(msgpack).flatten());
         });
         if filtered_out > 0 {
             ShardMetrics::add(&self.metrics().filtered_out, filtered_out as u64);
         }
+    }
+
+    /// Queues a publication for one subscriber: the shared JSON frame, or the `msgpack` one
+    /// when given, sealed for that subscriber on an E2E connection.
+    fn queue_publication(&self, conn: &Conn, publication: &Publication, msgpack: Option<&Encoded>) {
+        let (body, shared) = match msgpack {
+            Some(encoded) => (&encoded.body, &encoded.frame),
+            None => (&publication.json, &publication.frame),
+        };
+        let Some(frame) = conn.frame_for(&self.ivs, body, false, || shared.clone()) else {
+            return self.metrics().dropped(DropReason::SealFailed, 1);
+        };
+        if msgpack.is_some() {
+            ShardMetrics::add(&self.metrics().msgpack_out, 1);
+        }
+        let budget = self.shared.config.max_outbound_queue_bytes;
+        let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
+        self.account(conn, outcome);
     }
 
     /// Applies the drop policy's outcome to a connection and the metrics.
