@@ -49,6 +49,19 @@ pub struct Publication {
     /// The JSON payload alone: a view into `frame`, for connections that must transform it
     /// (end-to-end encryption seals it under each subscriber's key).
     pub json: Bytes,
+    /// The same publication as an `M:` frame for `format=msgpack` connections (PROTOCOL.md
+    /// §4), encoded once by the owner when any such connection exists; `None` otherwise, and
+    /// a shard that finds a msgpack subscriber then encodes it once for itself.
+    pub msgpack: Option<Encoded>,
+}
+
+/// One message encoded in one wire format, ready to share between connections.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The whole server frame (header and payload).
+    pub frame: Bytes,
+    /// The payload alone, a view into `frame` (what E2E seals).
+    pub body: Bytes,
 }
 
 /// Everything a shard needs to join both meshes; clone one per shard.

@@ -263,13 +263,17 @@ pub fn server_ping(server_ms: u64, out: &mut Vec<u8>) {
 
 /// Appends the answer to a `subscription_update`.
 ///
-/// `p` is `{action, success_topics, failed_topics, errors, recovery}`. `failed_topics` stays
-/// a list of topic names, as 2.x clients read it; the reason for each is in the separate
-/// `errors` map (`{topic: reason}`). `recovery` is `{}` until recovery is implemented.
+/// `p` is `{action, success_topics, failed_topics, errors, recovery, filtered_topics}`.
+/// `failed_topics` stays a list of topic names, as 2.x clients read it; the reason for each
+/// is in the separate `errors` map (`{topic: reason}`). `recovery` is `{}` until recovery is
+/// implemented. `filtered_topics` (**ext**) lists the subscribed topics that carry a filter
+/// (PROTOCOL.md §7 "Filters"), whose offset jumps are filtering, not gaps; 2.x clients
+/// ignore the key.
 pub fn subscription_answer(
     action: SubscriptionAction,
     success_topics: &[impl AsRef<str>],
     failed_topics: &[(String, &str)],
+    filtered_topics: &[impl AsRef<str>],
     meta: &DirectMeta<'_>,
     out: &mut Vec<u8>,
 ) {
@@ -286,6 +290,7 @@ pub fn subscription_answer(
             errors.finish();
         });
         p.raw("recovery", b"{}");
+        p.nested("filtered_topics", |out| write_str_array(filtered_topics.iter(), out));
         p.finish();
     });
 }
@@ -370,7 +375,10 @@ fn read_subscription(inbound: Inbound) -> Result<SubscriptionUpdate, Error> {
     let topics = read_topics(p.get("topics"))?;
     let recover = p.get("recover").is_some_and(is_true);
     let recovery = p.get("recovery").cloned();
-    let filters = p.get("filters").cloned();
+    let filters = p.get("filters").filter(|f| !f.is_null()).cloned();
+    if filters.as_ref().is_some_and(|f| !f.is_object()) {
+        return Err(invalid("subscription_update filters must be an object of topic criteria"));
+    }
     Ok(SubscriptionUpdate { action, topics, recover, recovery, filters, inbound })
 }
 
@@ -552,6 +560,18 @@ mod tests {
         assert_eq!(epoch.and_then(|e| e.as_str()), Some("0000002a"));
         assert!(sub.filters.is_some_and(|f| f.get("a").is_some()));
         assert_eq!(sub.inbound.cid.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn subscription_filters_must_be_an_object_when_present() {
+        let base = r#"{"t":"subscription_update","p":{"action":"subscribe","topics":["a"],"#;
+        for bad in [r#""filters":[]}}"#, r#""filters":"a"}}"#, r#""filters":1}}"#] {
+            let text = format!("{base}{bad}");
+            assert!(matches!(classified(&text), Err(Error::InvalidMessage(_))), "{text}");
+        }
+        let msg = classified(&format!(r#"{base}"filters":null}}}}"#));
+        let Ok(ClientMessage::Subscription(sub)) = msg else { panic!("{msg:?}") };
+        assert!(sub.filters.is_none());
     }
 
     #[test]
@@ -755,13 +775,15 @@ mod tests {
             SubscriptionAction::Subscribe,
             &["a", "b.*"],
             &failed,
+            &["b.*"],
             &meta(),
             &mut out,
         );
         let expected = concat!(
             r#"{"c":"WSE","t":"subscription_update","p":{"action":"subscribe","#,
             r#""success_topics":["a","b.*"],"failed_topics":["bad topic","q\""],"#,
-            r#""errors":{"bad topic":"FORBIDDEN","q\"":"INVALID_TOPIC"},"recovery":{}},"#
+            r#""errors":{"bad topic":"FORBIDDEN","q\"":"INVALID_TOPIC"},"recovery":{},"#,
+            r#""filtered_topics":["b.*"]},"#
         );
         assert!(text(&out).starts_with(expected), "{}", text(&out));
         assert_eq!(
@@ -777,12 +799,13 @@ mod tests {
             SubscriptionAction::Unsubscribe,
             &[] as &[String],
             &[],
+            &[] as &[String],
             &meta(),
             &mut out,
         );
         let expected_p = concat!(
             r#""p":{"action":"unsubscribe","success_topics":[],"failed_topics":[],"#,
-            r#""errors":{},"recovery":{}}"#
+            r#""errors":{},"recovery":{},"filtered_topics":[]}"#
         );
         assert!(text(&out).contains(expected_p), "{}", text(&out));
     }

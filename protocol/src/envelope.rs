@@ -382,7 +382,7 @@ fn strip_legacy_prefix(text: &[u8]) -> &[u8] {
 /// A cheap byte scan that skips string contents, run before parsing so that hostile input
 /// cannot drive a parser or a recursive drop into deep recursion. Malformed text is left to
 /// the parser to reject.
-fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
+pub(crate) fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in text {
         if in_string {

@@ -45,6 +45,11 @@ pub enum Error {
     /// A topic name breaks the rules of PROTOCOL.md §3. Answer `error` `INVALID_TOPIC`.
     #[error("invalid topic: {0}")]
     InvalidTopic(&'static str),
+    /// A subscription's filter criteria (PROTOCOL.md §7 "Filters") cannot be compiled: not an
+    /// object, an unknown operator, an operand of the wrong kind, a bad regex, or over the
+    /// bounds of [`crate::filter`]. Fail that topic's subscription with `INVALID_FILTER`.
+    #[error("invalid filter: {0}")]
+    InvalidFilter(String),
 
     // --- end-to-end encryption and signing (PROTOCOL.md §4-§6) ---
     /// The client's E2E public key in `client_hello` is unusable: not standard base64, not 65
@@ -122,6 +127,7 @@ impl Error {
     pub fn wire_code(&self) -> &'static str {
         match self {
             Error::InvalidTopic(_) => "INVALID_TOPIC",
+            Error::InvalidFilter(_) => "INVALID_FILTER",
             Error::KeyExchange(_) => "KEY_EXCHANGE_FAILED",
             Error::SignatureMissing | Error::SignatureMalformed(_) | Error::SignatureMismatch => {
                 "BAD_SIGNATURE"

@@ -9,6 +9,8 @@
 //!   per-connection receive state machine (fragmentation, control frames, UTF-8, limits);
 //! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
 //!   and the messages the engine answers itself (§7);
+//! - [`msgpack`]: `M:` frames, the envelope as msgpack both ways (§4);
+//! - [`filter`]: subscription filters, MongoDB-style criteria over publications (§7);
 //! - [`e2e`], [`signing`]: end-to-end encryption of data frames (§4-§5) and HMAC signing of
 //!   JSON text frames (§6);
 //! - [`auth`]: token sources and JWT validation at the upgrade (§2), and [`ratelimit`], the
@@ -23,9 +25,11 @@ pub mod e2e;
 pub mod engine;
 pub mod envelope;
 mod error;
+pub mod filter;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod msgpack;
 pub mod ratelimit;
 pub mod reader;
 pub mod signing;

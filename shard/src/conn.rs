@@ -88,10 +88,13 @@ pub(crate) struct Conn {
     pub acl: RefCell<Option<Box<TopicAcl>>>,
     /// The E2E keys once `client_hello` agreed them; every data frame is sealed then.
     pub e2e: RefCell<Option<Box<SessionKeys>>>,
+    /// The client asked for `format=msgpack`: server messages go as `M:` frames, except the
+    /// heartbeats (PROTOCOL.md §4, §7), and unprefixed msgpack is accepted from it.
+    pub msgpack: bool,
 }
 
 impl Conn {
-    fn new(id: ConnId, now: Instant, identity: Option<Identity>) -> Conn {
+    fn new(id: ConnId, now: Instant, identity: Option<Identity>, msgpack: bool) -> Conn {
         let (user_id, expires_at, acl) = match identity {
             Some(id) => (Some(id.user_id), id.expires_at, id.acl),
             None => (None, 0, None),
@@ -110,6 +113,7 @@ impl Conn {
             expires_at,
             acl: RefCell::new(acl),
             e2e: RefCell::new(None),
+            msgpack,
         }
     }
 
@@ -269,7 +273,11 @@ impl Session {
             Admission::Refused(error) => (None, Some(error)),
         };
         let now = Instant::now();
-        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity));
+        let msgpack = request.query_param("format").as_deref() == Some("msgpack");
+        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity, msgpack));
+        if msgpack {
+            ShardMetrics::add(&shard.shared.metrics.msgpack_connections, 1);
+        }
         let config = &shard.shared.config;
         let reader = Reader::new(ReaderConfig {
             max_message_size: config.max_message_size,
@@ -475,6 +483,9 @@ impl Session {
         let held = topics.len() as u64;
         shard.metrics().subscriptions.fetch_sub(held, std::sync::atomic::Ordering::Relaxed);
         shard.conns.borrow_mut().remove(&self.conn.id);
+        if self.conn.msgpack {
+            ShardMetrics::dec(&shard.shared.metrics.msgpack_connections);
+        }
         shard.shared.admitted.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         ShardMetrics::dec(&shard.metrics().connections);
         shard.metrics().closed(reason);

@@ -236,6 +236,21 @@ pub struct ShardMetrics {
     pub writes: AtomicU64,
     /// Publications stamped by this shard as the topics' owner.
     pub publications: AtomicU64,
+    /// Publications this shard encoded as msgpack: as owner, or for its own subscribers when
+    /// the owner had not (PROTOCOL.md §4: once per format, not per subscriber).
+    pub msgpack_encoded: AtomicU64,
+    /// Messages queued in msgpack for msgpack connections (publications and direct
+    /// messages; `M:` frames, or `E:` frames sealing them).
+    pub msgpack_out: AtomicU64,
+    /// Msgpack messages received from clients (`M:` or unprefixed), valid or not.
+    pub msgpack_in: AtomicU64,
+    /// Msgpack messages from clients refused as malformed (`error` `INVALID_MESSAGE`).
+    pub msgpack_invalid: AtomicU64,
+    /// Messages sent as JSON text to a msgpack connection because they could not be
+    /// converted (nested deeper than the msgpack converter allows).
+    pub msgpack_fallbacks: AtomicU64,
+    /// Deliveries a subscription filter kept back (one per connection and publication).
+    pub filtered_out: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -284,13 +299,26 @@ impl ShardMetrics {
 pub struct Metrics {
     /// Indexed by shard number.
     pub shards: Vec<ShardMetrics>,
+    /// Open `format=msgpack` connections on every shard (gauge). Owners read it for each
+    /// publication to decide whether to encode msgpack, so it lives apart from the per-shard
+    /// counters that their shards write all the time.
+    pub msgpack_connections: AtomicU64,
     started: Instant,
 }
 
 impl Metrics {
     /// Zeroed metrics for `shards` shards; `started` is the server's start time.
     pub fn new(shards: usize, started: Instant) -> Metrics {
-        Metrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), started }
+        Metrics {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            msgpack_connections: AtomicU64::new(0),
+            started,
+        }
+    }
+
+    /// Whether any shard has a `format=msgpack` connection open.
+    pub fn any_msgpack_connection(&self) -> bool {
+        self.msgpack_connections.load(Ordering::Relaxed) > 0
     }
 
     /// Open WebSocket connections over all shards.
@@ -325,7 +353,7 @@ impl Metrics {
         });
         let help = "Subscriptions held by connections.";
         self.per_shard(&mut out, "wse_subscriptions", "gauge", help, |m| &m.subscriptions);
-        let counters: [(&str, &str, Field); 7] = [
+        let counters: [(&str, &str, Field); 13] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
             ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
@@ -333,10 +361,30 @@ impl Metrics {
             ("wse_bytes_out_total", "Bytes sent after upgrade.", |m| &m.bytes_out),
             ("wse_writes_total", "Socket writes (coalesced frames).", |m| &m.writes),
             ("wse_publications_total", "Publications stamped.", |m| &m.publications),
+            ("wse_msgpack_encoded_total", "Publications encoded as msgpack.", |m| {
+                &m.msgpack_encoded
+            }),
+            ("wse_msgpack_frames_out_total", "Messages queued as msgpack.", |m| &m.msgpack_out),
+            ("wse_msgpack_messages_in_total", "Msgpack messages received.", |m| &m.msgpack_in),
+            ("wse_msgpack_invalid_total", "Malformed msgpack messages refused.", |m| {
+                &m.msgpack_invalid
+            }),
+            ("wse_msgpack_fallbacks_total", "Messages sent as JSON to msgpack connections.", |m| {
+                &m.msgpack_fallbacks
+            }),
+            ("wse_filtered_out_total", "Deliveries kept back by subscription filters.", |m| {
+                &m.filtered_out
+            }),
         ];
         for (name, help, field) in counters {
             self.per_shard(&mut out, name, "counter", help, field);
         }
+        let _ = writeln!(
+            out,
+            "# HELP wse_msgpack_connections Open format=msgpack connections.\n\
+             # TYPE wse_msgpack_connections gauge\nwse_msgpack_connections {}",
+            self.msgpack_connections.load(Ordering::Relaxed)
+        );
         self.labelled(
             &mut out,
             "wse_closes_total",
@@ -420,6 +468,7 @@ mod tests {
         assert!(text.contains("wse_connections{shard=\"1\"} 3"));
         assert!(text.contains("wse_closes_total{reason=\"idle_timeout\"} 2"));
         assert!(text.contains("wse_dropped_messages_total{reason=\"queue_full\"} 5"));
+        assert!(text.contains("\nwse_msgpack_connections 0\n"));
         assert_eq!(m.connections(), 3);
     }
 

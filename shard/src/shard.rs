@@ -9,8 +9,20 @@
 //! Tasks per shard: the accept loop, one task per connection, the owner task that stamps
 //! publications of the topics this shard owns, one receiver task per peer ring, the
 //! housekeeping sweep (heartbeats, idle timeouts, topic eviction), and the control loop.
+//!
+//! Formats and filters on delivery. A publication is encoded once per wire format: the
+//! owner writes the JSON frame, and the `M:` msgpack frame too whenever any shard has a
+//! `format=msgpack` connection open (one atomic read per publication). The conversion costs
+//! about as much as writing the JSON envelope again (README, "MessagePack"), once per
+//! publication; leaving it to every shard that has msgpack subscribers would cost it up to
+//! once per shard. The price is a conversion nobody reads when msgpack connections exist
+//! but none subscribes to the topic. A shard that meets a msgpack subscriber of a
+//! publication that came without the frame (the connection opened after the owner looked)
+//! converts it once for all its subscribers. Subscription filters (`wse_protocol::filter`)
+//! are judged here, before a publication is queued: the shard parses the publication's JSON
+//! at most once, and only when the topic has a filtered subscriber.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,13 +37,15 @@ use tracing::{debug, info_span, warn, Instrument};
 use wse_fanout::acl::TopicAcl;
 use wse_fanout::ids::ConnId;
 use wse_fanout::index::TopicIndex;
-use wse_fanout::mesh::{MeshSetup, Publication, PublishRequest, Rings};
+use wse_fanout::mesh::{Encoded, MeshSetup, Publication, PublishRequest, Rings};
 use wse_fanout::sequencer::TopicSequencer;
 use wse_protocol::auth::TopicRules;
 use wse_protocol::e2e::IvPool;
 use wse_protocol::engine;
 use wse_protocol::envelope::{self, PublicationMeta};
-use wse_protocol::frame::OpCode;
+use wse_protocol::filter::{self, RegexCache};
+use wse_protocol::frame::{Data, OpCode};
+use wse_protocol::msgpack;
 use wse_protocol::signing;
 use wse_protocol::writer;
 
@@ -64,6 +78,8 @@ pub(crate) struct Shard {
     pub read_buf: RefCell<Box<[u8]>>,
     /// Random IVs for sealing `E:` frames, drawn in bulk for all the shard's connections.
     pub ivs: RefCell<IvPool>,
+    /// Regexes of subscription filters, shared by the shard's subscriptions.
+    pub regexes: RefCell<RegexCache>,
     rings: Rings,
     /// Publish requests waiting for the owner task, in arrival order.
     owner_queue: LocalSender<PublishRequest>,
@@ -113,6 +129,7 @@ impl Shard {
             sequencer: RefCell::new(TopicSequencer::default()),
             read_buf: RefCell::new(vec![0; READ_BUF].into_boxed_slice()),
             ivs: RefCell::new(IvPool::new()),
+            regexes: RefCell::new(RegexCache::new()),
             rings,
             owner_queue,
             next_conn: Cell::new(1),
@@ -165,11 +182,21 @@ impl Shard {
         };
         let mut json = Vec::with_capacity(request.data.len() + 160);
         envelope::publication(&meta, &request.data, &mut json);
+        // TODO(#4): while any msgpack connection is open, publications of topics that no
+        // msgpack connection subscribes to are converted too; telling owners which topics
+        // have msgpack subscribers (a count per topic, kept by the shards) would spare that.
+        let msgpack = self
+            .shared
+            .metrics
+            .any_msgpack_connection()
+            .then(|| self.encode_publication(&json))
+            .flatten();
         let t = request.event_type.as_deref().unwrap_or(&request.topic);
         let json = self.sign_if_selected(t, json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
-        let publication = Publication { topic: stamp.topic, pri: request.pri, frame, json };
+        let pri = request.pri;
+        let publication = Publication { topic: stamp.topic, pri, frame, json, msgpack };
         ShardMetrics::add(&self.metrics().publications, 1);
         self.deliver_local(&publication);
         for peer in self.rings.other_shards() {
@@ -197,11 +224,47 @@ impl Shard {
         }
     }
 
-    /// Queues `publication` for every local subscriber of its topic.
+    /// [`Shard::msgpack_of`] for a publication, counted as one msgpack encoding.
+    fn encode_publication(&self, json: &[u8]) -> Option<Encoded> {
+        let encoded = self.msgpack_of(json)?;
+        ShardMetrics::add(&self.metrics().msgpack_encoded, 1);
+        Some(encoded)
+    }
+
+    /// The `M:` frame of an envelope given as JSON text (any `sig` is left out, PROTOCOL.md
+    /// §6); `None`, counted as a fallback, when it cannot be converted (nested too deeply),
+    /// and msgpack connections then get the JSON frame.
+    pub(crate) fn msgpack_of(&self, json: &[u8]) -> Option<Encoded> {
+        let mut body = Vec::with_capacity(json.len() + 16);
+        if msgpack::from_envelope(json, &mut body).is_err() {
+            ShardMetrics::add(&self.metrics().msgpack_fallbacks, 1);
+            return None;
+        }
+        let frame = binary_frame(&body);
+        let body = frame.slice(frame.len() - body.len()..);
+        Some(Encoded { frame, body })
+    }
+
+    /// Queues `publication` for every local subscriber of its topic whose filter, if any,
+    /// lets it through, in the subscriber's format.
     pub(crate) fn deliver_local(&self, publication: &Publication) {
         let conns = self.conns.borrow();
-        let budget = self.shared.config.max_outbound_queue_bytes;
-        self.topics.borrow().for_each_subscriber(&publication.topic, |id| {
+        // Parsed for filters at most once, when the first filtered subscriber asks.
+        let document = OnceCell::new();
+        let passes = |filter: &filter::Filter| {
+            let document = document.get_or_init(|| filter::parse_document(&publication.json));
+            document.as_ref().is_ok_and(|envelope| filter.matches(envelope))
+        };
+        // Encoded here at most once, when the owner did not and a msgpack subscriber needs it.
+        let local_msgpack = OnceCell::new();
+        let msgpack = || {
+            publication.msgpack.as_ref().or_else(|| {
+                local_msgpack.get_or_init(|| self.encode_publication(&publication.json)).as_ref()
+            })
+        };
+
+        let topics = self.topics.borrow();
+        let filtered_out = topics.for_each_subscriber_where(&publication.topic, passes, |id| {
             let Some(conn) = conns.get(&id) else { return };
             if conn.is_closing() {
                 return self.metrics().dropped(DropReason::Closing, 1);
@@ -210,14 +273,29 @@ impl Shard {
                 // A glob subscription also matches topics the ACL denies.
                 return;
             }
-            let json = &publication.json;
-            let plain = || publication.frame.clone();
-            let Some(frame) = conn.frame_for(&self.ivs, json, false, plain) else {
-                return self.metrics().dropped(DropReason::SealFailed, 1);
-            };
-            let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
-            self.account(conn, outcome);
+            self.queue_publication(conn, publication, conn.msgpack.then(msgpack).flatten());
         });
+        if filtered_out > 0 {
+            ShardMetrics::add(&self.metrics().filtered_out, filtered_out as u64);
+        }
+    }
+
+    /// Queues a publication for one subscriber: the shared JSON frame, or the `msgpack` one
+    /// when given, sealed for that subscriber on an E2E connection.
+    fn queue_publication(&self, conn: &Conn, publication: &Publication, msgpack: Option<&Encoded>) {
+        let (body, shared) = match msgpack {
+            Some(encoded) => (&encoded.body, &encoded.frame),
+            None => (&publication.json, &publication.frame),
+        };
+        let Some(frame) = conn.frame_for(&self.ivs, body, false, || shared.clone()) else {
+            return self.metrics().dropped(DropReason::SealFailed, 1);
+        };
+        if msgpack.is_some() {
+            ShardMetrics::add(&self.metrics().msgpack_out, 1);
+        }
+        let budget = self.shared.config.max_outbound_queue_bytes;
+        let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
+        self.account(conn, outcome);
     }
 
     /// Applies the drop policy's outcome to a connection and the metrics.
@@ -340,7 +418,14 @@ pub(crate) fn shard_of(conn: ConnId) -> usize {
 /// A complete unmasked text frame around `payload`, ready to share between connections.
 pub(crate) fn text_frame(payload: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(payload.len() + 10);
-    writer::encode_frame(OpCode::Data(wse_protocol::frame::Data::Text), payload, &mut frame);
+    writer::encode_frame(OpCode::Data(Data::Text), payload, &mut frame);
+    Bytes::from(frame)
+}
+
+/// A complete unmasked binary frame around `payload` (an `M:` message).
+pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    writer::encode_frame(OpCode::Data(Data::Binary), payload, &mut frame);
     Bytes::from(frame)
 }
 

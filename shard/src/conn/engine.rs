@@ -9,7 +9,10 @@
 
 use std::sync::Arc;
 
+use tracing::debug;
+
 use bytes::Bytes;
+use sonic_rs::{JsonValueTrait, Value};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::AuthError;
 use wse_protocol::e2e::{KeyExchange, SessionKeys};
@@ -17,8 +20,10 @@ use wse_protocol::engine::{
     self, ClientHello, ClientMessage, Features, Limits, ServerHello, SubscriptionAction,
 };
 use wse_protocol::envelope::{self, DirectMeta, Priority};
+use wse_protocol::filter::Filter;
 use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::handshake::Request;
+use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
@@ -41,7 +46,7 @@ impl Session {
         let topics: Vec<String> =
             list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         if !topics.is_empty() {
-            self.subscription(SubscriptionAction::Subscribe, topics, None);
+            self.subscription(SubscriptionAction::Subscribe, topics, None, None);
         }
     }
 
@@ -64,17 +69,24 @@ impl Session {
             return;
         }
         let Some((data, sealed)) = self.unseal(text, data) else { return };
-        if data.first() != Some(&b'{') && !text {
-            // TODO(#5): hand binary that is not a known format to the application (`bin`).
-            return;
-        }
-        let Ok(inbound) = envelope::parse_inbound(&data) else {
-            // TODO(#5): hand text that is not JSON to the application (`raw`).
-            return;
+        let msgpack_body = if text { None } else { msgpack::body_of(&data, self.conn.msgpack) };
+        let inbound = if let Some(body) = msgpack_body {
+            let Some(inbound) = self.read_msgpack(body, sealed) else { return };
+            inbound
+        } else {
+            if data.first() != Some(&b'{') && !text {
+                // TODO(#5): hand binary that is not a known format to the application (`bin`).
+                return;
+            }
+            let Ok(inbound) = envelope::parse_inbound(&data) else {
+                // TODO(#5): hand text that is not JSON to the application (`raw`).
+                return;
+            };
+            if !sealed && !self.signature_ok(&data) {
+                return;
+            }
+            inbound
         };
-        if !sealed && !self.signature_ok(&data) {
-            return;
-        }
         let message = match engine::classify(inbound) {
             Ok(message) => message,
             Err(error) => {
@@ -107,8 +119,9 @@ impl Session {
             }
             ClientMessage::ClientHello(hello) => self.server_hello(&hello),
             ClientMessage::Subscription(update) => {
-                let cid = update.inbound.cid.clone();
-                self.subscription(update.action, update.topics, cid.as_deref());
+                let cid = update.inbound.cid.as_deref();
+                let filters = update.filters.as_ref();
+                self.subscription(update.action, update.topics, filters, cid);
                 // TODO(#5): the application also receives the update as a `msg` event.
             }
             ClientMessage::Publish(request) => self.publish(request).await,
@@ -175,17 +188,26 @@ impl Session {
     }
 
     /// Applies a subscribe or unsubscribe and answers with `subscription_update`.
+    ///
+    /// `filters` is the request's `{topic: criteria}` map (PROTOCOL.md §7 "Filters"). On
+    /// subscribe, a topic named there gets that filter, replacing any it had (`{}` removes
+    /// it); a topic not named there keeps the filter it had, so that re-subscribing for
+    /// recovery does not drop it. Criteria that do not compile fail that topic with
+    /// `INVALID_FILTER` and leave its subscription as it was.
     pub(super) fn subscription(
         &mut self,
         action: SubscriptionAction,
         topics: Vec<String>,
+        filters: Option<&Value>,
         cid: Option<&str>,
     ) {
         let mut success = Vec::new();
         let mut failed = Vec::new();
         for topic in topics {
             let outcome = match action {
-                SubscriptionAction::Subscribe => self.subscribe(&topic),
+                SubscriptionAction::Subscribe => {
+                    self.subscribe(&topic, filters.and_then(|f| f.get(topic.as_str())))
+                }
                 SubscriptionAction::Unsubscribe => {
                     self.unsubscribe(&topic);
                     Ok(())
@@ -196,32 +218,59 @@ impl Session {
                 Err(reason) => failed.push((topic, reason)),
             }
         }
+        let index = self.shard.topics.borrow();
+        let filtered: Vec<&String> = match action {
+            SubscriptionAction::Subscribe => {
+                success.iter().filter(|t| index.is_filtered(self.conn.id, t)).collect()
+            }
+            SubscriptionAction::Unsubscribe => Vec::new(),
+        };
+        let filtered: Vec<String> = filtered.into_iter().cloned().collect();
+        drop(index);
         self.send_direct(Priority::High, "subscription_update", cid, |meta, out| {
-            engine::subscription_answer(action, &success, &failed, meta, out);
+            engine::subscription_answer(action, &success, &failed, &filtered, meta, out);
         });
     }
 
-    fn subscribe(&mut self, topic: &str) -> Result<(), &'static str> {
+    fn subscribe(&mut self, topic: &str, criteria: Option<&Value>) -> Result<(), &'static str> {
         validate_topic(topic, true).map_err(|_| "INVALID_TOPIC")?;
         let permitted = self.conn.acl.borrow().as_ref().is_none_or(|acl| acl.may_subscribe(topic));
         if !permitted {
             self.shard.metrics().security(SecurityEvent::Forbidden);
             return Err("FORBIDDEN");
         }
+        let filter = criteria.map(|criteria| self.compile_filter(topic, criteria)).transpose()?;
+
         let mut mine = self.conn.topics.borrow_mut();
-        if mine.iter().any(|t| **t == *topic) {
-            return Ok(());
+        if !mine.iter().any(|t| **t == *topic) {
+            if mine.len() >= self.shard.shared.config.max_subscriptions_per_connection {
+                return Err("SUBSCRIPTION_LIMIT");
+            }
+            if self.shard.stopping.get() {
+                return Err("SHUTTING_DOWN");
+            }
+            self.shard.topics.borrow_mut().subscribe(self.conn.id, topic);
+            mine.push(topic.into());
+            ShardMetrics::add(&self.shard.metrics().subscriptions, 1);
         }
-        if mine.len() >= self.shard.shared.config.max_subscriptions_per_connection {
-            return Err("SUBSCRIPTION_LIMIT");
+        if let Some(filter) = filter {
+            self.shard.topics.borrow_mut().set_filter(self.conn.id, topic, filter);
         }
-        if self.shard.stopping.get() {
-            return Err("SHUTTING_DOWN");
-        }
-        self.shard.topics.borrow_mut().subscribe(self.conn.id, topic);
-        mine.push(topic.into());
-        ShardMetrics::add(&self.shard.metrics().subscriptions, 1);
         Ok(())
+    }
+
+    /// Compiles one topic's criteria: `None` when they let everything through.
+    fn compile_filter(
+        &self,
+        topic: &str,
+        criteria: &Value,
+    ) -> Result<Option<Box<Filter>>, &'static str> {
+        let compiled = Filter::compile(criteria, &mut self.shard.regexes.borrow_mut());
+        let filter = compiled.map_err(|error| {
+            debug!(conn = self.conn.id.0, topic, %error, "filter refused");
+            "INVALID_FILTER"
+        })?;
+        Ok((!filter.matches_all()).then(|| Box::new(filter)))
     }
 
     fn unsubscribe(&mut self, topic: &str) {
@@ -284,12 +333,24 @@ impl Session {
         let mut json = Vec::with_capacity(256);
         build(&meta, &mut json);
         let stays_plain = security::stays_plaintext(t);
-        let json = if stays_plain || !self.conn.is_encrypted() {
-            self.shard.sign_if_selected(t, json)
+        let ivs = &self.shard.ivs;
+
+        // Msgpack connections get `M:` frames, unsigned (§6 signs JSON text only).
+        let encoded = (self.conn.msgpack && !msgpack::stays_json(t))
+            .then(|| self.shard.msgpack_of(&json))
+            .flatten();
+        let frame = if let Some(encoded) = encoded {
+            ShardMetrics::add(&self.shard.metrics().msgpack_out, 1);
+            self.conn.frame_for(ivs, &encoded.body, stays_plain, || encoded.frame.clone())
         } else {
-            json
+            let json = if stays_plain || !self.conn.is_encrypted() {
+                self.shard.sign_if_selected(t, json)
+            } else {
+                json
+            };
+            self.conn.frame_for(ivs, &json, stays_plain, || text_frame(&json))
         };
-        match self.conn.frame_for(&self.shard.ivs, &json, stays_plain, || text_frame(&json)) {
+        match frame {
             Some(frame) => self.queue(pri, frame),
             None => self.shard.metrics().dropped(DropReason::SealFailed, 1),
         }
@@ -307,7 +368,7 @@ fn features(shared: &Shared) -> Features {
     Features {
         compression: false,
         encryption: shared.config.security.encryption,
-        msgpack: false,
+        msgpack: true,
         recovery: false,
         priority_queue: true,
         batching: true,

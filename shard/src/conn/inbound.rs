@@ -9,13 +9,14 @@
 use std::time::{Duration, Instant};
 
 use wse_protocol::engine::{self, RateLimitStatus};
-use wse_protocol::envelope::Priority;
+use wse_protocol::envelope::{Inbound, Priority};
+use wse_protocol::msgpack;
 use wse_protocol::ratelimit::{Take, TokenBucket};
 use wse_protocol::signing;
 
 use super::{Session, RATE_LIMITED};
 use crate::config::Security;
-use crate::metrics::SecurityEvent;
+use crate::metrics::{SecurityEvent, ShardMetrics};
 
 /// A connection's inbound rate limit and what it has told the client about it.
 pub(super) struct InboundLimit {
@@ -152,6 +153,36 @@ impl Session {
         Some((data, true))
     }
 
+    /// Reads a msgpack message (its body, after any `M:`) as an envelope; `None` when it is
+    /// refused. A malformed one is answered with `error` `INVALID_MESSAGE` and the
+    /// connection stays open. Msgpack carries no signature (§6), so when signed messages are
+    /// required only a sealed one passes; a plaintext one gets `BAD_SIGNATURE`.
+    pub(super) fn read_msgpack(&mut self, body: &[u8], sealed: bool) -> Option<Inbound> {
+        let metrics = self.shard.metrics();
+        ShardMetrics::add(&metrics.msgpack_in, 1);
+        let config = &self.shard.shared.config;
+        if !sealed && config.security.require_signed_inbound {
+            metrics.security(SecurityEvent::BadSignature);
+            self.send_direct(Priority::High, "error", None, |meta, out| {
+                let text = "msgpack messages carry no signature; send signed JSON";
+                engine::error("BAD_SIGNATURE", text, true, None, meta, out);
+            });
+            return None;
+        }
+        let max_json = config.max_message_size.saturating_mul(MSGPACK_JSON_GROWTH);
+        match msgpack::parse_inbound(body, max_json) {
+            Ok(inbound) => Some(inbound),
+            Err(error) => {
+                ShardMetrics::add(&metrics.msgpack_invalid, 1);
+                tracing::debug!(conn = self.conn.id.0, %error, "msgpack message refused");
+                self.send_direct(Priority::High, "error", None, |meta, out| {
+                    engine::error_for(&error, meta, out);
+                });
+                None
+            }
+        }
+    }
+
     /// Whether a plaintext JSON message carries a valid `sig` when one is required. A
     /// refused message is counted and answered with `BAD_SIGNATURE`.
     pub(super) fn signature_ok(&mut self, json: &[u8]) -> bool {
@@ -176,3 +207,6 @@ impl Session {
 const RECOVERY: Duration = Duration::from_secs(1);
 /// Bytes before the ciphertext of an `E:` frame: the prefix and the IV.
 const SEALED_HEADER: usize = 2 + 12;
+/// How much larger than `max_message_size` the JSON text of a msgpack message may be: `bin`
+/// doubles as hex, and a control character in a string grows to a six-byte escape.
+const MSGPACK_JSON_GROWTH: usize = 4;

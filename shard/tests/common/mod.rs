@@ -13,6 +13,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod json;
+pub mod mp;
 pub mod token;
 
 use std::collections::VecDeque;
