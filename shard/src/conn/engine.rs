@@ -2,19 +2,21 @@
 //!
 //! Place: `session → **engine** → topic index / rings / outqueue`. After the upgrade the
 //! client gets `server_ready`; then `ping` → `PONG`, `client_hello` → `server_hello`,
-//! `subscription_update` → the shard's topic index and an answer, `publish` → the topic's
-//! owner shard. Every answer passes through [`Session::send_direct`], which signs and seals
-//! it as the connection's security settings ask. Echo mode skips all of this and returns
-//! every data message to its sender.
+//! `subscription_update` → the shard's topic index, a replay of missed history when the client
+//! asks to recover, and an answer; `publish` → the topic's owner shard. Every answer passes
+//! through [`Session::send_direct`], which signs and seals it as the connection's security
+//! settings ask. Echo mode skips all of this and returns every data message to its sender.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use wse_fanout::glob::{glob_match, has_wildcards};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::AuthError;
 use wse_protocol::e2e::{KeyExchange, SessionKeys};
 use wse_protocol::engine::{
-    self, ClientHello, ClientMessage, Features, Limits, ServerHello, SubscriptionAction,
+    self, ClientHello, ClientMessage, Features, Limits, RecoveryAnswer, RecoveryRequest,
+    ServerHello, SubscriptionAction,
 };
 use wse_protocol::envelope::{self, DirectMeta, Priority};
 use wse_protocol::frame::{Data, OpCode};
@@ -23,10 +25,9 @@ use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
 use super::{Session, AUTH_FAILED};
-use crate::metrics::{CloseReason, DropReason, SecurityEvent, ShardMetrics};
+use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
 use crate::security;
 use crate::server::Shared;
-use crate::shard::{text_frame, unix_ms};
 
 impl Session {
     /// Sends `server_ready` and applies `topics=` from the query string.
@@ -41,7 +42,7 @@ impl Session {
         let topics: Vec<String> =
             list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         if !topics.is_empty() {
-            self.subscription(SubscriptionAction::Subscribe, topics, None);
+            self.subscription(SubscriptionAction::Subscribe, topics, &[], None);
         }
     }
 
@@ -108,7 +109,8 @@ impl Session {
             ClientMessage::ClientHello(hello) => self.server_hello(&hello),
             ClientMessage::Subscription(update) => {
                 let cid = update.inbound.cid.clone();
-                self.subscription(update.action, update.topics, cid.as_deref());
+                let recovery = update.recovery_requests();
+                self.subscription(update.action, update.topics, &recovery, cid.as_deref());
                 // TODO(#5): the application also receives the update as a `msg` event.
             }
             ClientMessage::Publish(request) => self.publish(request).await,
@@ -174,11 +176,18 @@ impl Session {
             .ok()
     }
 
-    /// Applies a subscribe or unsubscribe and answers with `subscription_update`.
+    /// Applies a subscribe or unsubscribe, replays what the client asks to recover, and
+    /// answers with `subscription_update`.
+    ///
+    /// Subscribing and replaying happen in one synchronous step, so the replay ends exactly
+    /// where live delivery begins. An answer that reports recoveries is queued behind every
+    /// frame queued before it, replays included, so a client that reads it has everything it
+    /// counts (PROTOCOL.md §7: replay, then answer).
     pub(super) fn subscription(
         &mut self,
         action: SubscriptionAction,
         topics: Vec<String>,
+        recovery: &[RecoveryRequest],
         cid: Option<&str>,
     ) {
         let mut success = Vec::new();
@@ -196,9 +205,51 @@ impl Session {
                 Err(reason) => failed.push((topic, reason)),
             }
         }
-        self.send_direct(Priority::High, "subscription_update", cid, |meta, out| {
-            engine::subscription_answer(action, &success, &failed, meta, out);
-        });
+        let subscribing = action == SubscriptionAction::Subscribe;
+        let recovered = if subscribing && self.shard.shared.config.history.enabled {
+            self.recover(&success, recovery)
+        } else {
+            Vec::new()
+        };
+        let after_replay = !recovered.is_empty();
+        let answer = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
+            engine::subscription_answer_with_recovery(
+                action, &success, &failed, &recovered, meta, out,
+            );
+        };
+        let Some(frame) = self.shard.direct_frame(
+            &self.conn,
+            "subscription_update",
+            Priority::Normal,
+            cid,
+            false,
+            answer,
+        ) else {
+            return;
+        };
+        let budget = self.budget();
+        let mut out = self.conn.out.borrow_mut();
+        let outcome = if after_replay {
+            out.push_after_all(Priority::High, frame, budget)
+        } else {
+            out.push(Priority::High, frame, budget)
+        };
+        drop(out);
+        self.shard.account(&self.conn, outcome);
+    }
+
+    /// Replays, for each recovery request on a topic this subscribe now covers (exactly or
+    /// by one of its globs) and the ACL lets through, what the client missed.
+    fn recover(&self, subscribed: &[String], requests: &[RecoveryRequest]) -> Vec<RecoveryAnswer> {
+        let covers = |pattern: &String, topic: &str| {
+            pattern == topic || (has_wildcards(pattern) && glob_match(pattern, topic))
+        };
+        requests
+            .iter()
+            .filter(|r| subscribed.iter().any(|s| covers(s, &r.topic)))
+            .filter(|r| self.conn.may_receive(&r.topic))
+            .map(|r| self.shard.recover(&self.conn, &r.topic, r.from))
+            .collect()
     }
 
     fn subscribe(&mut self, topic: &str) -> Result<(), &'static str> {
@@ -248,6 +299,7 @@ impl Session {
             event_type: request.event_type.map(Into::into),
             data: request.data_json.into(),
             pri: request.pri,
+            id: request.id.map(Into::into),
         };
         self.shard.publish(request).await;
     }
@@ -271,7 +323,7 @@ impl Session {
 
     /// Builds a message of type `t` addressed to this connection (next `seq`, fresh id),
     /// signs it when `t` is selected for signing, seals it on an E2E connection unless `t`
-    /// stays plaintext, and queues it.
+    /// stays plaintext, and queues it (see [`Shard::direct_frame`](crate::shard::Shard)).
     pub(super) fn send_direct(
         &mut self,
         pri: Priority,
@@ -279,19 +331,9 @@ impl Session {
         cid: Option<&str>,
         build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
     ) {
-        let id = uuid::Uuid::now_v7().to_string();
-        let meta = DirectMeta::new(self.conn.next_seq(), &id, unix_ms()).with_cid(cid);
-        let mut json = Vec::with_capacity(256);
-        build(&meta, &mut json);
-        let stays_plain = security::stays_plaintext(t);
-        let json = if stays_plain || !self.conn.is_encrypted() {
-            self.shard.sign_if_selected(t, json)
-        } else {
-            json
-        };
-        match self.conn.frame_for(&self.shard.ivs, &json, stays_plain, || text_frame(&json)) {
-            Some(frame) => self.queue(pri, frame),
-            None => self.shard.metrics().dropped(DropReason::SealFailed, 1),
+        let frame = self.shard.direct_frame(&self.conn, t, Priority::Normal, cid, false, build);
+        if let Some(frame) = frame {
+            self.queue(pri, frame);
         }
     }
 
@@ -308,7 +350,7 @@ fn features(shared: &Shared) -> Features {
         compression: false,
         encryption: shared.config.security.encryption,
         msgpack: false,
-        recovery: false,
+        recovery: shared.config.history.enabled,
         priority_queue: true,
         batching: true,
         rust_jwt: shared.guard.requires_token(),
