@@ -190,6 +190,41 @@ impl Session {
         recovery: &[RecoveryRequest],
         cid: Option<&str>,
     ) {
+        let (success, failed) = self.apply_subscription(action, topics);
+        let subscribing = action == SubscriptionAction::Subscribe;
+        let recovered = if subscribing && self.shard.shared.config.history.enabled {
+            self.recover(&success, recovery)
+        } else {
+            Vec::new()
+        };
+        let answer = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
+            engine::subscription_answer_with_recovery(
+                action, &success, &failed, &recovered, meta, out,
+            );
+        };
+        let t = "subscription_update";
+        let normal = Priority::Normal;
+        let Some(frame) = self.shard.direct_frame(&self.conn, t, normal, cid, false, answer) else {
+            return;
+        };
+        let budget = self.budget();
+        let mut out = self.conn.out.borrow_mut();
+        let outcome = if recovered.is_empty() {
+            out.push(Priority::High, frame, budget)
+        } else {
+            out.push_after_all(Priority::High, frame, budget)
+        };
+        drop(out);
+        self.shard.account(&self.conn, outcome);
+    }
+
+    /// Subscribes or unsubscribes each topic; the topics that succeeded, and those that
+    /// failed with why.
+    fn apply_subscription(
+        &mut self,
+        action: SubscriptionAction,
+        topics: Vec<String>,
+    ) -> (Vec<String>, Vec<(String, &'static str)>) {
         let mut success = Vec::new();
         let mut failed = Vec::new();
         for topic in topics {
@@ -205,41 +240,13 @@ impl Session {
                 Err(reason) => failed.push((topic, reason)),
             }
         }
-        let subscribing = action == SubscriptionAction::Subscribe;
-        let recovered = if subscribing && self.shard.shared.config.history.enabled {
-            self.recover(&success, recovery)
-        } else {
-            Vec::new()
-        };
-        let after_replay = !recovered.is_empty();
-        let answer = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
-            engine::subscription_answer_with_recovery(
-                action, &success, &failed, &recovered, meta, out,
-            );
-        };
-        let Some(frame) = self.shard.direct_frame(
-            &self.conn,
-            "subscription_update",
-            Priority::Normal,
-            cid,
-            false,
-            answer,
-        ) else {
-            return;
-        };
-        let budget = self.budget();
-        let mut out = self.conn.out.borrow_mut();
-        let outcome = if after_replay {
-            out.push_after_all(Priority::High, frame, budget)
-        } else {
-            out.push(Priority::High, frame, budget)
-        };
-        drop(out);
-        self.shard.account(&self.conn, outcome);
+        (success, failed)
     }
 
     /// Replays, for each recovery request on a topic this subscribe now covers (exactly or
-    /// by one of its globs) and the ACL lets through, what the client missed.
+    /// by one of its globs) and the ACL lets through, what the client missed. A topic the
+    /// connection already held (a 2.x client filling a gap) may get some messages twice,
+    /// queued live and replayed; clients drop offsets they have seen (PROTOCOL.md §11).
     fn recover(&self, subscribed: &[String], requests: &[RecoveryRequest]) -> Vec<RecoveryAnswer> {
         let covers = |pattern: &String, topic: &str| {
             pattern == topic || (has_wildcards(pattern) && glob_match(pattern, topic))
