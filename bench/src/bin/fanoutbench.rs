@@ -5,9 +5,11 @@
 //! itself, opens `--subscribers` connections subscribed to one topic, and publishes from one
 //! more connection for `--seconds`. The publisher keeps at most `--window` publications
 //! ahead of the slowest subscriber, so that no queue overflows and every subscriber must see
-//! every offset exactly once, in order (anything else is counted as lost). Then one
-//! subscriber stops reading while publishing goes on for `--stall-seconds`; the server's
-//! `VmRSS` before and at most during the stall shows that its outbound budget holds.
+//! every offset exactly once, in order (anything else is counted as lost); keep the window
+//! times the frame size under the server's outbound budget. Then one subscriber stops
+//! reading while `--stall-mib` more are published (at most `--stall-seconds`); the
+//! server's `VmRSS` before and at most during the stall shows that its outbound budget
+//! holds.
 //!
 //! A mode the server does not offer (its `--help` lacks the flag, or `server_ready` says the
 //! feature is off) prints a row that says so, with no numbers. Every row records the machine,
@@ -48,14 +50,17 @@ struct Args {
     /// Seconds of publishing for the throughput figure.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Seconds of publishing while one subscriber is stalled.
-    #[arg(long, default_value_t = 3.0)]
+    /// MiB of publications sent past the stalled subscriber.
+    #[arg(long, default_value_t = 16)]
+    stall_mib: u64,
+    /// Longest the stalled phase may take, in seconds.
+    #[arg(long, default_value_t = 60.0)]
     stall_seconds: f64,
     /// Bytes of padding in each publication's data.
     #[arg(long, default_value_t = 512)]
     payload: usize,
     /// Publications the publisher may be ahead of the slowest subscriber.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 512)]
     window: u64,
     /// Threads reading the subscribers' sockets.
     #[arg(long, default_value_t = 2)]
@@ -94,6 +99,7 @@ struct Measured {
     seconds: f64,
     rss_steady_kib: Option<u64>,
     rss_stalled_max_kib: Option<u64>,
+    stalled_mib: f64,
     stalled_dropped: f64,
 }
 
@@ -166,19 +172,21 @@ fn measure(args: &Args, mode: Mode) -> Result<Measured, String> {
     // Throughput: every subscriber must reach the last offset.
     readers.wait_subscribed(&server, args.subscribers as u64, timeout)?;
     let started = Instant::now();
-    publisher.run(&readers, Duration::from_secs_f64(args.seconds), args.window)?;
+    let run = Duration::from_secs_f64(args.seconds);
+    let rss_steady_kib = publisher.run_sampling(&readers, run, args.window, pid, u64::MAX)?;
     let published = publisher.sent;
     readers.wait_for(published, Duration::from_secs(30));
     let seconds = started.elapsed().as_secs_f64();
     let deliveries = readers.delivered();
     let lost = readers.lost(published);
-    let rss_steady_kib = host::vm_rss_kib(pid);
 
     // Memory while one subscriber is stalled.
     readers.stall(0);
     let dropped_before = dropped(&server);
     let stall = Duration::from_secs_f64(args.stall_seconds);
-    let rss_stalled_max_kib = publisher.run_sampling(&readers, stall, args.window, pid)?;
+    let target = args.stall_mib << 20;
+    let rss_stalled_max_kib = publisher.run_sampling(&readers, stall, args.window, pid, target)?;
+    let stalled_mib = publisher.bytes_since_mark as f64 / f64::from(1 << 20);
     let stalled_dropped = dropped(&server) - dropped_before;
     readers.stop();
     drop(server.stop(Duration::from_secs(10)));
@@ -190,6 +198,7 @@ fn measure(args: &Args, mode: Mode) -> Result<Measured, String> {
         seconds,
         rss_steady_kib,
         rss_stalled_max_kib,
+        stalled_mib,
         stalled_dropped,
     })
 }
@@ -381,6 +390,10 @@ fn read_loop(
 ) {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut ready = Vec::new();
+    // Bytes read during the upgrade may already hold the subscription answer.
+    for sub in &mut subs {
+        parse_frames(sub, next, errors, subscribed);
+    }
     while !stop.load(Ordering::Relaxed) {
         ready.clear();
         {
@@ -408,26 +421,30 @@ fn read_loop(
                     Err(_) => break,
                 }
             }
-            let mut used = 0;
-            while let Ok(Some((frame, n))) = ws::parse_frame(&sub.buf[used..]) {
-                used += n;
-                match offset_of(&frame.payload) {
-                    Some(Stamp::Offset(o)) => {
-                        let expected = next[sub.index].load(Ordering::Relaxed);
-                        if o != expected {
-                            errors[sub.index].fetch_add(1, Ordering::Relaxed);
-                        }
-                        next[sub.index].store(o + 1, Ordering::Relaxed);
-                    }
-                    Some(Stamp::Subscribed) => {
-                        subscribed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    None => {}
-                }
-            }
-            sub.buf.drain(..used);
+            parse_frames(sub, next, errors, subscribed);
         }
     }
+}
+
+/// Checks every complete frame in `sub`'s buffer and keeps the rest.
+fn parse_frames(sub: &mut Sub, next: &[AtomicU64], errors: &[AtomicU64], subscribed: &AtomicU64) {
+    let mut used = 0;
+    while let Ok(Some((frame, n))) = ws::parse_frame(&sub.buf[used..]) {
+        used += n;
+        match offset_of(&frame.payload) {
+            Some(Stamp::Offset(o)) => {
+                if o != next[sub.index].load(Ordering::Relaxed) {
+                    errors[sub.index].fetch_add(1, Ordering::Relaxed);
+                }
+                next[sub.index].store(o + 1, Ordering::Relaxed);
+            }
+            Some(Stamp::Subscribed) => {
+                subscribed.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+    sub.buf.drain(..used);
 }
 
 /// What a frame told the reader.
@@ -479,6 +496,8 @@ struct Publisher {
     stream: TcpStream,
     pad: String,
     sent: u64,
+    /// Bytes of publish frames written by the latest run.
+    bytes_since_mark: u64,
     key: u32,
 }
 
@@ -490,27 +509,26 @@ impl Publisher {
         client.read_frame().map_err(|e| e.to_string())?;
         let (stream, _) = client.into_parts();
         // The server's answers (heartbeats) are never read; a large buffer keeps them.
-        Ok(Publisher { stream, pad: "x".repeat(payload), sent: 0, key: 0x9e37_79b9 })
+        let pad = "x".repeat(payload);
+        Ok(Publisher { stream, pad, sent: 0, bytes_since_mark: 0, key: 0x9e37_79b9 })
     }
 
-    /// Publishes for `duration`, never more than `window` ahead of the slowest reader.
-    fn run(&mut self, readers: &Readers, duration: Duration, window: u64) -> Result<(), String> {
-        self.run_sampling(readers, duration, window, 0).map(|_| ())
-    }
-
-    /// Like [`Publisher::run`], sampling `VmRSS` of `pid` (when not 0) every 50 ms; the
-    /// largest sample.
+    /// Publishes for `duration`, never more than `window` ahead of the slowest reader, and
+    /// ending early once `bytes` were written; samples `VmRSS` of `pid` (when not 0) every
+    /// 50 ms and returns the largest sample.
     fn run_sampling(
         &mut self,
         readers: &Readers,
         duration: Duration,
         window: u64,
         pid: u32,
+        bytes: u64,
     ) -> Result<Option<u64>, String> {
         let end = Instant::now() + duration;
         let mut max_rss = None;
         let mut sampled = Instant::now();
-        while Instant::now() < end {
+        self.bytes_since_mark = 0;
+        while Instant::now() < end && self.bytes_since_mark < bytes {
             if pid != 0 && sampled.elapsed() >= Duration::from_millis(50) {
                 max_rss = max_rss.max(host::vm_rss_kib(pid));
                 sampled = Instant::now();
@@ -531,6 +549,10 @@ impl Publisher {
                 self.sent += 1;
             }
             self.stream.write_all(&batch).map_err(|e| format!("publish: {e}"))?;
+            self.bytes_since_mark += batch.len() as u64;
+        }
+        if pid != 0 {
+            max_rss = max_rss.max(host::vm_rss_kib(pid));
         }
         Ok(max_rss)
     }
@@ -557,8 +579,9 @@ fn record(
             r.push("deliveries", Value::Int(m.deliveries));
             r.push("deliveries_per_second", Value::Float(m.deliveries as f64 / m.seconds));
             r.push("lost", Value::Int(m.lost));
-            r.push("rss_kib", m.rss_steady_kib.into());
+            r.push("rss_kib_max", m.rss_steady_kib.into());
             r.push("rss_kib_one_stalled_max", m.rss_stalled_max_kib.into());
+            r.push("mib_past_stalled", Value::Float(m.stalled_mib));
             r.push("dropped_for_stalled", Value::Float(m.stalled_dropped));
             r.text("note", "");
             let command = std::iter::once(args.server.display().to_string())
@@ -573,8 +596,9 @@ fn record(
                 "deliveries",
                 "deliveries_per_second",
                 "lost",
-                "rss_kib",
+                "rss_kib_max",
                 "rss_kib_one_stalled_max",
+                "mib_past_stalled",
                 "dropped_for_stalled",
             ] {
                 r.push(field, Value::Missing);
