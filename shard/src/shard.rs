@@ -251,6 +251,10 @@ impl Shard {
 
     /// Queues `publication` for one connection: the shared frame, or sealed for an E2E
     /// connection. Live delivery and replay both come through here.
+    ///
+    /// TODO(#4): the per-connection choices of the other parts of issue #4 (`M:` frames on
+    /// msgpack connections, subscription filters) belong here rather than in
+    /// `deliver_local`, so that a replay is filtered and encoded as live delivery is.
     pub(crate) fn queue_publication(&self, conn: &Conn, publication: &Publication) {
         let json = &publication.json;
         let plain = || publication.frame.clone();

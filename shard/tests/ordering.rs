@@ -26,13 +26,16 @@ enum Queued {
 
 #[test]
 fn priority_never_reorders_a_topic_nor_direct_messages_of_one_priority() {
-    let mut config = Config::default();
-    config.host = [127, 0, 0, 1].into();
-    config.port = 0;
-    config.cores.truncate(1);
-    config.max_outbound_queue_bytes = 256 << 20;
-    config.ping_interval = Duration::from_secs(60);
-    config.idle_timeout = Duration::from_secs(120);
+    let defaults = Config::default();
+    let config = Config {
+        host: [127, 0, 0, 1].into(),
+        port: 0,
+        cores: defaults.cores[..1].to_vec(),
+        max_outbound_queue_bytes: 256 << 20,
+        ping_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(120),
+        ..defaults
+    };
     let server = Server::start(config).expect("server starts");
     let (mut client, _) =
         RawClient::open_wse_small(server.local_addr(), "/wse?topics=a,b,fill", 4096);
