@@ -78,6 +78,10 @@ conformance-wstest: deps wstest-venv build ## the same cases via the reference w
 membench: build ## resident memory per idle connection at 10,000 connections
 	scripts/membench.sh
 
+.PHONY: fanout-bench
+fanout-bench: build ## deliveries per second to 1,000 subscribers of one topic, RSS with one stalled
+	scripts/fanout-bench.sh
+
 .PHONY: test
 test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance ## every check CI runs
 

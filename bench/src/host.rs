@@ -94,6 +94,12 @@ pub fn command_line(program: &str, args: &[&str]) -> String {
     text.lines().next().map_or_else(|| "unknown".to_owned(), |l| l.trim().to_owned())
 }
 
+/// Everything a program prints on stdout, or `""` when it cannot be run.
+pub fn command_output(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output();
+    output.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+}
+
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());

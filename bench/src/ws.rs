@@ -154,6 +154,30 @@ impl Client {
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
+
+    /// The socket and the bytes already read from it that begin the next frame, for
+    /// callers that read frames themselves (non-blocking readers over many sockets).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.pending)
+    }
+}
+
+/// A masked client text frame carrying `payload`, masked with `key` (RFC 6455 §5.3).
+pub fn masked_text(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![0x81];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
 }
 
 impl Keys {

@@ -168,6 +168,21 @@ impl TopicIndex {
         }
     }
 
+    /// Whether [`for_each_subscriber_where`](Self::for_each_subscriber_where) would report
+    /// `conn` for `topic`: one of its subscriptions that match `topic` has no filter, or one
+    /// that `passes` accepts. For replaying to one connection what live delivery would have
+    /// given it.
+    pub fn admits(
+        &self,
+        conn: ConnId,
+        topic: &str,
+        mut passes: impl FnMut(&Filter) -> bool,
+    ) -> bool {
+        let exact = self.exact.get(topic).into_iter();
+        let globs = self.globs.iter().filter(|(p, _)| glob_match(p, topic)).map(|(_, s)| s);
+        exact.chain(globs).any(|set| set.contains(&conn) && set.admits(&conn, &mut passes))
+    }
+
     /// How many distinct connections [`for_each_subscriber`](Self::for_each_subscriber) would
     /// report for `topic`. O(1) when at most one subscription entry matches.
     pub fn subscriber_count(&self, topic: &str) -> usize {

@@ -34,6 +34,10 @@ pub struct PublishRequest {
     pub data: Box<str>,
     /// Priority of the publication.
     pub pri: Priority,
+    /// The message id its publisher gave, if any: it becomes the publication's `id`, and the
+    /// owner's de-duplication window drops a second publication of the topic with the same
+    /// id (PROTOCOL.md §3, §10). `None`: the owner makes a fresh UUIDv7.
+    pub id: Option<Box<str>>,
 }
 
 /// A stamped publication, encoded once as a complete WebSocket frame shared by every
@@ -44,6 +48,10 @@ pub struct Publication {
     pub topic: Arc<str>,
     /// Priority for the subscribers' outbound queues.
     pub pri: Priority,
+    /// The topic's epoch (`e`) when it was stamped.
+    pub epoch: u32,
+    /// Its offset (`o`) within the epoch.
+    pub offset: u64,
     /// The whole server frame (header and JSON payload), reference-counted.
     pub frame: Bytes,
     /// The JSON payload alone: a view into `frame`, for connections that must transform it
@@ -62,6 +70,14 @@ pub struct Encoded {
     pub frame: Bytes,
     /// The payload alone, a view into `frame` (what E2E seals).
     pub body: Bytes,
+}
+
+impl Publication {
+    /// Bytes of encoded frames this publication holds alive, for history accounting. `json`
+    /// is a view into `frame` and costs nothing more.
+    pub fn encoded_bytes(&self) -> usize {
+        self.frame.len()
+    }
 }
 
 /// Everything a shard needs to join both meshes; clone one per shard.

@@ -60,6 +60,23 @@ pub enum SubscriptionAction {
     Unsubscribe,
 }
 
+impl SubscriptionUpdate {
+    /// The entries of `p.recovery` (`{topic: {epoch, offset}}`) when `p.recover` is `true`;
+    /// empty otherwise. `epoch` is the 8-hex-digit string publications carry, `offset` a
+    /// non-negative integer; an entry with anything else has `from: None`.
+    pub fn recovery_requests(&self) -> Vec<RecoveryRequest> {
+        if !self.recover {
+            return Vec::new();
+        }
+        let Some(map) = self.recovery.as_ref().and_then(|r| r.as_object()) else {
+            return Vec::new();
+        };
+        map.iter()
+            .map(|(topic, at)| RecoveryRequest { topic: topic.to_owned(), from: read_position(at) })
+            .collect()
+    }
+}
+
 impl SubscriptionAction {
     /// The wire spelling: `"subscribe"` or `"unsubscribe"`.
     pub fn as_str(self) -> &'static str {
@@ -98,8 +115,37 @@ pub struct PublishRequest {
     pub event_type: Option<String>,
     /// `p.pri`, else the envelope's `pri`, else normal.
     pub pri: Priority,
+    /// The envelope's `id` (§3, every client message may carry one): it becomes the
+    /// publication's `id` and keys the owner's de-duplication window, so a publish sent twice
+    /// (a retry after a reconnect) is delivered once. At most [`MAX_ID_LEN`] bytes.
+    pub id: Option<String>,
     /// Correlation id to echo on an error answer.
     pub cid: Option<String>,
+}
+
+/// Where a client says it stands in one topic: one entry of a subscribe's `recovery` map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRequest {
+    /// The topic (an exact name; it may be covered by a glob of the same subscribe).
+    pub topic: String,
+    /// `(epoch, offset)` of the last publication the client has, or `None` when the entry
+    /// is malformed (the answer is then `recovered: false`).
+    pub from: Option<(u32, u64)>,
+}
+
+/// One entry of the `recovery` map of a subscription answer (PROTOCOL.md §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryAnswer {
+    /// The topic, as the client named it.
+    pub topic: String,
+    /// Where the topic stands once the client has read the answer: its epoch and the offset
+    /// of the last publication sent before it (replayed or live); `None` when the topic has
+    /// no known position (never published, or idle past its TTL).
+    pub position: Option<(u32, u64)>,
+    /// Whether every missed message was replayed.
+    pub recovered: bool,
+    /// Messages replayed.
+    pub count: u64,
 }
 
 /// Sorts a parsed client message (see [`ClientMessage`]).
@@ -261,19 +307,42 @@ pub fn server_ping(server_ms: u64, out: &mut Vec<u8>) {
     w.finish();
 }
 
-/// Appends the answer to a `subscription_update`.
-///
-/// `p` is `{action, success_topics, failed_topics, errors, recovery, filtered_topics}`.
-/// `failed_topics` stays a list of topic names, as 2.x clients read it; the reason for each
-/// is in the separate `errors` map (`{topic: reason}`). `recovery` is `{}` until recovery is
-/// implemented. `filtered_topics` (**ext**) lists the subscribed topics that carry a filter
-/// (PROTOCOL.md §7 "Filters"), whose offset jumps are filtering, not gaps; 2.x clients
-/// ignore the key.
+/// Appends the answer to a `subscription_update` that asked for no recovery: see
+/// [`subscription_answer_with_recovery`]; `recovery` is `{}`.
 pub fn subscription_answer(
     action: SubscriptionAction,
     success_topics: &[impl AsRef<str>],
     failed_topics: &[(String, &str)],
     filtered_topics: &[impl AsRef<str>],
+    meta: &DirectMeta<'_>,
+    out: &mut Vec<u8>,
+) {
+    subscription_answer_with_recovery(
+        action,
+        success_topics,
+        failed_topics,
+        filtered_topics,
+        &[],
+        meta,
+        out,
+    );
+}
+
+/// Appends the answer to a `subscription_update`.
+///
+/// `p` is `{action, success_topics, failed_topics, errors, recovery, filtered_topics}`.
+/// `failed_topics` stays a list of topic names, as 2.x clients read it; the reason for each
+/// is in the separate `errors` map (`{topic: reason}`). `recovery` maps each topic the client
+/// asked to recover to `{epoch, offset, recovered, count}`; `epoch` and `offset` are `null`
+/// for a topic with no known position. `filtered_topics` (**ext**) lists the subscribed
+/// topics that carry a filter (PROTOCOL.md §7 "Filters"), whose offset jumps are filtering,
+/// not gaps; 2.x clients ignore the key.
+pub fn subscription_answer_with_recovery(
+    action: SubscriptionAction,
+    success_topics: &[impl AsRef<str>],
+    failed_topics: &[(String, &str)],
+    filtered_topics: &[impl AsRef<str>],
+    recovery: &[RecoveryAnswer],
     meta: &DirectMeta<'_>,
     out: &mut Vec<u8>,
 ) {
@@ -289,7 +358,7 @@ pub fn subscription_answer(
             }
             errors.finish();
         });
-        p.raw("recovery", b"{}");
+        p.nested("recovery", |out| write_recovery(recovery, out));
         p.nested("filtered_topics", |out| write_str_array(filtered_topics.iter(), out));
         p.finish();
     });
@@ -398,13 +467,49 @@ fn read_publish(inbound: Inbound) -> Result<PublishRequest, Error> {
     };
 
     let pri = p.get("pri").and_then(priority_of).or(inbound.pri).unwrap_or_default();
+    if inbound.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_ID_LEN) {
+        return Err(invalid("publish id must be 1 to 128 bytes"));
+    }
     Ok(PublishRequest {
         topic: topic.to_owned(),
         data_json,
         event_type: event_type.map(str::to_owned),
         pri,
+        id: inbound.id.clone(),
         cid: inbound.cid.clone(),
     })
+}
+
+/// `{epoch, offset}` of a recovery entry: an epoch string of 1 to 8 hex digits and an
+/// offset that is a non-negative integer.
+fn read_position(at: &Value) -> Option<(u32, u64)> {
+    let epoch = at.get("epoch")?.as_str()?;
+    if epoch.is_empty() || epoch.len() > 8 {
+        return None;
+    }
+    let epoch = u32::from_str_radix(epoch, 16).ok()?;
+    let offset = at.get("offset")?.as_u64()?;
+    Some((epoch, offset))
+}
+
+/// Appends the `recovery` map of a subscription answer.
+fn write_recovery(recovery: &[RecoveryAnswer], out: &mut Vec<u8>) {
+    let mut map = ObjectWriter::new(out);
+    for answer in recovery {
+        map.nested(&answer.topic, |out| {
+            let mut entry = ObjectWriter::new(out);
+            match answer.position {
+                Some((epoch, offset)) => {
+                    let epoch = format!("{epoch:08x}");
+                    entry.string("epoch", &epoch).uint("offset", offset)
+                }
+                None => entry.null("epoch").null("offset"),
+            };
+            entry.boolean("recovered", answer.recovered).uint("count", answer.count);
+            entry.finish();
+        });
+    }
+    map.finish();
 }
 
 /// `topics` as a list of strings; a single string is a list of one.
@@ -471,6 +576,9 @@ pub const PONG_PREFIX: &[u8] = br#"{"c":"WSE","t":"PONG","p":"#;
 
 /// The envelope version, `v`, and `version` in `server_ready`.
 pub const PROTOCOL_VERSION: u64 = 1;
+
+/// Longest publisher-given message id accepted on a `publish`, in bytes.
+pub const MAX_ID_LEN: usize = 128;
 
 #[cfg(test)]
 mod tests {
@@ -611,6 +719,70 @@ mod tests {
         assert_eq!(publish.event_type.as_deref(), Some("chat_message"));
         assert_eq!(publish.pri, Priority::High);
         assert_eq!(publish.cid.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn publish_takes_the_envelope_id_and_bounds_its_length() {
+        let msg = classified(r#"{"t":"publish","id":"m-1","p":{"topic":"a","data":1}}"#);
+        let Ok(ClientMessage::Publish(publish)) = msg else { panic!("{msg:?}") };
+        assert_eq!(publish.id.as_deref(), Some("m-1"));
+        let msg = classified(r#"{"t":"publish","p":{"topic":"a","data":1}}"#);
+        let Ok(ClientMessage::Publish(publish)) = msg else { panic!("{msg:?}") };
+        assert_eq!(publish.id, None);
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let text = format!(r#"{{"t":"publish","id":"{long}","p":{{"topic":"a","data":1}}}}"#);
+        assert!(matches!(classified(&text), Err(Error::InvalidMessage(_))));
+        let empty = r#"{"t":"publish","id":"","p":{"topic":"a","data":1}}"#;
+        assert!(matches!(classified(empty), Err(Error::InvalidMessage(_))));
+    }
+
+    #[test]
+    fn reads_recovery_requests_only_when_recover_is_true() {
+        let text = concat!(
+            r#"{"t":"subscription_update","p":{"action":"subscribe","topics":["a","b","c","d"],"#,
+            r#""recover":true,"recovery":{"a":{"epoch":"0000002a","offset":3},"#,
+            r#""b":{"epoch":"zz","offset":1},"c":{"epoch":"1","offset":-1},"d":7}}}"#
+        );
+        let Ok(ClientMessage::Subscription(sub)) = classified(text) else { panic!() };
+        let mut requests = sub.recovery_requests();
+        requests.sort_by(|x, y| x.topic.cmp(&y.topic));
+        let from: Vec<_> = requests.iter().map(|r| (r.topic.as_str(), r.from)).collect();
+        assert_eq!(from, [("a", Some((42, 3))), ("b", None), ("c", None), ("d", None)]);
+
+        let off = text.replace(r#""recover":true"#, r#""recover":"yes""#);
+        let Ok(ClientMessage::Subscription(sub)) = classified(&off) else { panic!() };
+        assert!(sub.recovery_requests().is_empty());
+    }
+
+    #[test]
+    fn subscription_answer_writes_recovery_entries() {
+        let recovery = [
+            RecoveryAnswer {
+                topic: "a".into(),
+                position: Some((0x2a, 9)),
+                recovered: true,
+                count: 6,
+            },
+            RecoveryAnswer { topic: "b".into(), position: None, recovered: false, count: 0 },
+        ];
+        let mut out = Vec::new();
+        let action = SubscriptionAction::Subscribe;
+        let none: [&str; 0] = [];
+        subscription_answer_with_recovery(
+            action,
+            &["a", "b"],
+            &[],
+            &none,
+            &recovery,
+            &meta(),
+            &mut out,
+        );
+        let expected = concat!(
+            r#""recovery":{"a":{"epoch":"0000002a","offset":9,"recovered":true,"count":6},"#,
+            r#""b":{"epoch":null,"offset":null,"recovered":false,"count":0}},"#,
+            r#""filtered_topics":[]}"#
+        );
+        assert!(text(&out).contains(expected), "{}", text(&out));
     }
 
     #[test]

@@ -54,10 +54,55 @@ pub struct Config {
     pub echo: bool,
     /// Capacity of each cross-shard ring, in publications.
     pub ring_capacity: usize,
+    /// Topic history and recovery after reconnect (PROTOCOL.md §7, §10).
+    pub history: HistorySettings,
+    /// Publisher-given message ids remembered per owner shard for de-duplication; 0 turns
+    /// de-duplication off (PROTOCOL.md §10: 50,000).
+    pub dedup_window: usize,
+    /// How long a message id stays in the de-duplication window (PROTOCOL.md §10: 300 s).
+    pub dedup_window_age: Duration,
     /// Who may connect and what they may do: JWT, origins, E2E, signing, rate limits.
     pub security: Security,
     /// Certificate chain and private key (PEM files) for `wss://`; plain `ws://` when absent.
     pub tls: Option<TlsFiles>,
+}
+
+/// Topic history and recovery (PROTOCOL.md §7 "Recovery", §10); see the `--history-*` flags.
+///
+/// On by default: PROTOCOL.md §7 makes recovery part of what the engine answers, and its §10
+/// gives the history bounds as defaults. (The 2.x server's `recovery_enabled` defaulted to
+/// off because there the application had to call it; here the engine answers the client's
+/// `recover: true` itself, within the memory budget below.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// Keep topic history and replay it on `recover: true`; `features.recovery` says so.
+    pub enabled: bool,
+    /// Messages kept per topic.
+    pub messages_per_topic: usize,
+    /// Bytes kept per topic (not in PROTOCOL.md §10; our bound against a few huge messages
+    /// taking a topic's whole history).
+    pub bytes_per_topic: usize,
+    /// Messages older than this are not replayed; a topic not published for this long is
+    /// forgotten and its next publication opens a new epoch.
+    pub ttl: Duration,
+    /// Most messages one recovery replays; a client further behind gets `recovered: false`.
+    pub max_replay: usize,
+    /// Bytes of history in the whole process: frame bytes counted once (every shard holds the
+    /// same shared frames, each charged its share) plus every shard's index.
+    pub memory_budget: usize,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            enabled: true,
+            messages_per_topic: 128,
+            bytes_per_topic: 8 << 20,
+            ttl: Duration::from_secs(300),
+            max_replay: 500,
+            memory_budget: 256 << 20,
+        }
+    }
 }
 
 /// Security settings (PROTOCOL.md §2, §5, §6); see the flags of the same names.
@@ -178,6 +223,9 @@ impl Default for Config {
             allow_client_publish: false,
             echo: false,
             ring_capacity: 1_024,
+            history: HistorySettings::default(),
+            dedup_window: 50_000,
+            dedup_window_age: Duration::from_secs(300),
             security: Security::default(),
             tls: None,
         }
@@ -232,6 +280,13 @@ impl Config {
         }
         if self.max_outbound_queue_bytes < 4096 {
             return bad("max_outbound_queue_bytes must be at least 4096".into());
+        }
+        let history = &self.history;
+        if history.messages_per_topic == 0 || history.max_replay == 0 {
+            return bad("history_size and history_max_replay must be positive".into());
+        }
+        if history.ttl == zero || self.dedup_window_age == zero {
+            return bad("history_ttl and dedup_window_age must be positive".into());
         }
         self.security.validate()
     }
@@ -335,6 +390,32 @@ pub struct Cli {
     /// Capacity of each cross-shard ring, in publications [default: 1024].
     #[arg(long, env = "WSE_RING_CAPACITY")]
     pub ring_capacity: Option<usize>,
+    /// Topic history and recovery on reconnect: on or off [default: on].
+    #[arg(long, env = "WSE_RECOVERY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub recovery: Option<bool>,
+    /// Messages of history kept per topic [default: 128].
+    #[arg(long, env = "WSE_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// Bytes of history kept per topic [default: 8388608].
+    #[arg(long, env = "WSE_HISTORY_TOPIC_BYTES")]
+    pub history_topic_bytes: Option<usize>,
+    /// Seconds a message stays replayable; a topic idle this long starts a new epoch
+    /// [default: 300].
+    #[arg(long, env = "WSE_HISTORY_TTL")]
+    pub history_ttl: Option<f64>,
+    /// Most messages one recovery replays; further behind, `recovered: false` [default: 500].
+    #[arg(long, env = "WSE_HISTORY_MAX_REPLAY")]
+    pub history_max_replay: Option<usize>,
+    /// Bytes of topic history in the whole server [default: 268435456].
+    #[arg(long, env = "WSE_HISTORY_MEMORY")]
+    pub history_memory: Option<usize>,
+    /// Publisher-given message ids remembered for de-duplication per owner shard; 0 is off
+    /// [default: 50000].
+    #[arg(long, env = "WSE_DEDUP_WINDOW")]
+    pub dedup_window: Option<usize>,
+    /// Seconds a message id stays in the de-duplication window [default: 300].
+    #[arg(long, env = "WSE_DEDUP_WINDOW_AGE")]
+    pub dedup_window_age: Option<f64>,
 
     /// HS256 secret (at least 32 bytes); turns JWT validation on. Prefer the env variable.
     #[arg(long, env = "WSE_JWT_SECRET", hide_env_values = true)]
@@ -427,6 +508,14 @@ impl Cli {
             allow_client_publish: self.allow_client_publish.then_some(true),
             echo: self.echo.then_some(true),
             ring_capacity: self.ring_capacity,
+            recovery: self.recovery,
+            history_size: self.history_size,
+            history_topic_bytes: self.history_topic_bytes,
+            history_ttl: self.history_ttl,
+            history_max_replay: self.history_max_replay,
+            history_memory: self.history_memory,
+            dedup_window: self.dedup_window,
+            dedup_window_age: self.dedup_window_age,
             jwt_secret: self.jwt_secret.clone(),
             jwt_key_file: self.jwt_key_file.clone(),
             jwt_previous_secret: self.jwt_previous_secret.clone(),
@@ -478,6 +567,14 @@ struct Overrides {
     allow_client_publish: Option<bool>,
     echo: Option<bool>,
     ring_capacity: Option<usize>,
+    recovery: Option<bool>,
+    history_size: Option<usize>,
+    history_topic_bytes: Option<usize>,
+    history_ttl: Option<f64>,
+    history_max_replay: Option<usize>,
+    history_memory: Option<usize>,
+    dedup_window: Option<usize>,
+    dedup_window_age: Option<f64>,
     jwt_secret: Option<String>,
     jwt_key_file: Option<PathBuf>,
     jwt_previous_secret: Option<String>,
@@ -528,6 +625,7 @@ impl Overrides {
         set_secs(&mut c.idle_timeout, self.idle_timeout, "idle_timeout")?;
         set_secs(&mut c.close_timeout, self.close_timeout, "close_timeout")?;
         set_cores(&mut c.cores, self.cores.take(), self.shards)?;
+        self.apply_history(&mut c)?;
         self.apply_security(&mut c.security)?;
         c.tls = match (self.tls_cert, self.tls_key, c.tls.take()) {
             (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
@@ -535,6 +633,18 @@ impl Overrides {
             _ => return Err(Error::Config("tls_cert and tls_key go together".into())),
         };
         Ok(c)
+    }
+
+    fn apply_history(&mut self, c: &mut Config) -> Result<(), Error> {
+        let h = &mut c.history;
+        set(&mut h.enabled, self.recovery);
+        set(&mut h.messages_per_topic, self.history_size);
+        set(&mut h.bytes_per_topic, self.history_topic_bytes);
+        set(&mut h.max_replay, self.history_max_replay);
+        set(&mut h.memory_budget, self.history_memory);
+        set_secs(&mut h.ttl, self.history_ttl, "history_ttl")?;
+        set(&mut c.dedup_window, self.dedup_window);
+        set_secs(&mut c.dedup_window_age, self.dedup_window_age, "dedup_window_age")
     }
 
     fn apply_security(&mut self, s: &mut Security) -> Result<(), Error> {
@@ -769,6 +879,24 @@ mod tests {
         assert!(cli(&["--jwt-issuer", "me"]).is_err());
         assert!(cli(&["--tls-cert", "a.pem"]).is_err());
         assert!(cli(&["--require-signed-inbound"]).is_err());
+    }
+
+    #[test]
+    fn history_and_dedup_defaults_follow_the_protocol_table_and_flags_set_them() {
+        let c = cli(&[]).expect("defaults are valid");
+        let h = c.history;
+        assert!(h.enabled);
+        assert_eq!((h.messages_per_topic, h.max_replay), (128, 500));
+        assert_eq!((h.ttl, h.memory_budget), (Duration::from_secs(300), 256 << 20));
+        assert_eq!((c.dedup_window, c.dedup_window_age), (50_000, Duration::from_secs(300)));
+        let c = cli(&["--recovery", "off", "--history-size", "7", "--history-ttl", "1.5"])
+            .expect("valid");
+        assert!(!c.history.enabled);
+        assert_eq!(c.history.messages_per_topic, 7);
+        assert_eq!(c.history.ttl, Duration::from_millis(1500));
+        assert!(cli(&["--history-size", "0"]).is_err());
+        assert!(cli(&["--dedup-window-age", "0"]).is_err());
+        assert!(cli(&["--recovery", "on"]).expect("valid").history.enabled);
     }
 
     #[test]

@@ -507,7 +507,7 @@ const PONG: u8 = 0xA;
 /// Ping opcode.
 pub(crate) const PING: u8 = 0x9;
 /// Bytes an `E:` frame adds to its plaintext: prefix, IV and tag.
-const SEAL_OVERHEAD: usize = 2 + 12 + 16;
+pub(crate) const SEAL_OVERHEAD: usize = 2 + 12 + 16;
 /// Largest write assembled from several frames.
 const BATCH: usize = 64 * 1024;
 

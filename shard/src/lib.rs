@@ -27,7 +27,7 @@ mod transport;
 use std::net::SocketAddr;
 
 pub use config::Config;
-pub use server::{Control, Server};
+pub use server::{Control, DirectEvent, Server};
 
 /// Errors of starting, configuring or running the server.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use wse_fanout::history::{Evictions, Reason};
+use wse_protocol::envelope::Priority;
+
 /// Why the engine closed or lost a connection; one counter each, per shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -251,10 +254,32 @@ pub struct ShardMetrics {
     pub msgpack_fallbacks: AtomicU64,
     /// Deliveries a subscription filter kept back (one per connection and publication).
     pub filtered_out: AtomicU64,
+    /// Publications the owner's de-duplication window refused (same topic and id).
+    pub duplicates: AtomicU64,
+    /// Bytes waiting in this shard's outbound queues (gauge, refreshed every housekeeping
+    /// tick).
+    pub queued_bytes: AtomicU64,
+    /// The fullest outbound queue of this shard, in bytes (gauge, as `queued_bytes`).
+    pub queued_bytes_max: AtomicU64,
+    /// Topics with a known position in this shard's history (gauge, as `queued_bytes`).
+    pub history_topics: AtomicU64,
+    /// Messages in this shard's history (gauge, as `queued_bytes`).
+    pub history_messages: AtomicU64,
+    /// Charged bytes of this shard's history (gauge, as `queued_bytes`).
+    pub history_bytes: AtomicU64,
+    /// Recovery requests that replayed everything missed.
+    pub recovered: AtomicU64,
+    /// Recovery requests answered `recovered: false`.
+    pub not_recovered: AtomicU64,
+    /// Messages replayed by recoveries.
+    pub replayed: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Messages dropped for a full queue ([`DropReason::QueueFull`]), by priority index.
+    drops_by_priority: [AtomicU64; Priority::COUNT],
     security: [AtomicU64; SecurityEvent::ALL.len()],
+    history_evictions: [AtomicU64; Reason::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -281,6 +306,23 @@ impl ShardMetrics {
     /// Counts `n` dropped outbound messages.
     pub fn dropped(&self, why: DropReason, n: u64) {
         Self::add(&self.drops[why as usize], n);
+    }
+
+    /// Counts `n` messages of priority `pri` dropped for a full queue, under both
+    /// `queue_full` and their priority.
+    pub fn dropped_full(&self, pri: Priority, n: u64) {
+        self.dropped(DropReason::QueueFull, n);
+        Self::add(&self.drops_by_priority[pri.index()], n);
+    }
+
+    /// Counts messages that left a history.
+    pub fn history_evicted(&self, evicted: &Evictions) {
+        for reason in Reason::ALL {
+            let n = evicted.of(reason);
+            if n > 0 {
+                Self::add(&self.history_evictions[reason as usize], n);
+            }
+        }
     }
 
     /// Counts one security decision.
@@ -353,7 +395,19 @@ impl Metrics {
         });
         let help = "Subscriptions held by connections.";
         self.per_shard(&mut out, "wse_subscriptions", "gauge", help, |m| &m.subscriptions);
-        let counters: [(&str, &str, Field); 13] = [
+        let gauges: [(&str, &str, Field); 5] = [
+            ("wse_outbound_queued_bytes", "Bytes in outbound queues.", |m| &m.queued_bytes),
+            ("wse_outbound_queue_max_bytes", "The fullest outbound queue.", |m| {
+                &m.queued_bytes_max
+            }),
+            ("wse_history_topics", "Topics with a known position.", |m| &m.history_topics),
+            ("wse_history_messages", "Messages kept for recovery.", |m| &m.history_messages),
+            ("wse_history_bytes", "Charged bytes of history.", |m| &m.history_bytes),
+        ];
+        for (name, help, field) in gauges {
+            self.per_shard(&mut out, name, "gauge", help, field);
+        }
+        let counters: [(&str, &str, Field); 17] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
             ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
@@ -375,6 +429,14 @@ impl Metrics {
             ("wse_filtered_out_total", "Deliveries kept back by subscription filters.", |m| {
                 &m.filtered_out
             }),
+            ("wse_duplicate_publications_total", "Publications refused as duplicates.", |m| {
+                &m.duplicates
+            }),
+            ("wse_recovered_total", "Recoveries that replayed all missed.", |m| &m.recovered),
+            ("wse_not_recovered_total", "Recoveries answered recovered:false.", |m| {
+                &m.not_recovered
+            }),
+            ("wse_replayed_messages_total", "Messages replayed by recoveries.", |m| &m.replayed),
         ];
         for (name, help, field) in counters {
             self.per_shard(&mut out, name, "counter", help, field);
@@ -408,6 +470,22 @@ impl Metrics {
             "reason",
             DropReason::ALL.iter().map(|r| (r.label(), *r as usize)),
             |m, i| &m.drops[i],
+        );
+        self.labelled(
+            &mut out,
+            "wse_dropped_by_priority_total",
+            "Messages dropped for a full outbound queue, by priority.",
+            "priority",
+            Priority::ALL.iter().map(|p| (priority_label(*p), p.index())),
+            |m, i| &m.drops_by_priority[i],
+        );
+        self.labelled(
+            &mut out,
+            "wse_history_evictions_total",
+            "Messages that left topic history, by reason.",
+            "reason",
+            Reason::ALL.iter().map(|r| (eviction_label(*r), *r as usize)),
+            |m, i| &m.history_evictions[i],
         );
         self.labelled(
             &mut out,
@@ -453,6 +531,28 @@ impl Metrics {
     }
 }
 
+/// The `priority` label of a level.
+fn priority_label(pri: Priority) -> &'static str {
+    match pri {
+        Priority::Critical => "critical",
+        Priority::High => "high",
+        Priority::Normal => "normal",
+        Priority::Low => "low",
+        Priority::Background => "background",
+    }
+}
+
+/// The `reason` label of a history eviction.
+fn eviction_label(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Count => "count",
+        Reason::TopicBytes => "topic_bytes",
+        Reason::Age => "age",
+        Reason::Budget => "budget",
+        Reason::Restart => "restart",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,10 +564,12 @@ mod tests {
         m.shards[0].closed(CloseReason::IdleTimeout);
         m.shards[1].closed(CloseReason::IdleTimeout);
         m.shards[0].dropped(DropReason::QueueFull, 5);
+        m.shards[1].dropped_full(Priority::Low, 2);
         let text = m.prometheus();
+        assert!(text.contains("wse_dropped_by_priority_total{priority=\"low\"} 2"), "{text}");
+        assert!(text.contains("wse_dropped_messages_total{reason=\"queue_full\"} 7"));
         assert!(text.contains("wse_connections{shard=\"1\"} 3"));
         assert!(text.contains("wse_closes_total{reason=\"idle_timeout\"} 2"));
-        assert!(text.contains("wse_dropped_messages_total{reason=\"queue_full\"} 5"));
         assert!(text.contains("\nwse_msgpack_connections 0\n"));
         assert_eq!(m.connections(), 3);
     }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::{MeshSetup, PublishRequest};
 use wse_protocol::auth::TopicRules;
+use wse_protocol::envelope::Priority;
 
 use crate::gate::HandshakeGate;
 use crate::metrics::Metrics;
@@ -39,6 +40,30 @@ pub enum Control {
         /// The new rules.
         rules: Option<TopicRules>,
     },
+    /// Send an application event to one connection (`send_event`).
+    Send {
+        /// The connection.
+        conn: ConnId,
+        /// What to send.
+        event: DirectEvent,
+    },
+    /// List the shard's connections as `(id, connection_id)` on `reply`.
+    Connections {
+        /// Where the list goes.
+        reply: flume::Sender<Vec<(ConnId, String)>>,
+    },
+}
+
+/// A message the application addresses to one connection: a direct message with the
+/// connection's next `seq` (PROTOCOL.md §3), sent as a binary `{` frame (§4).
+#[derive(Debug, Clone)]
+pub struct DirectEvent {
+    /// The event type `t`.
+    pub t: String,
+    /// The payload `p`, as JSON text.
+    pub payload_json: String,
+    /// Its priority: its place in the connection's queue, and `pri` in the envelope.
+    pub pri: Priority,
 }
 
 /// A running server: its shards and the handles to reach them.
@@ -123,6 +148,38 @@ impl Server {
         control
             .send(Control::SetTopicAcl { conn, rules })
             .map_err(|_| Error::Config("the server is stopped".into()))
+    }
+
+    /// Sends `event` to connection `conn` (`send_event`). A connection that is gone by the
+    /// time its shard looks is ignored.
+    pub fn send_event(&self, conn: ConnId, event: DirectEvent) -> Result<(), Error> {
+        let control = self
+            .controls
+            .get(shard::shard_of(conn))
+            .ok_or_else(|| Error::Config(format!("connection {conn} does not exist")))?;
+        control
+            .send(Control::Send { conn, event })
+            .map_err(|_| Error::Config("the server is stopped".into()))
+    }
+
+    /// Every open connection as `(id, connection_id)`, asked of each shard; a shard that
+    /// does not answer within `limit` is left out. For tests and operators: it waits.
+    pub fn connections(&self, limit: Duration) -> Vec<(ConnId, String)> {
+        let (reply, answers) = flume::unbounded();
+        let asked = self
+            .controls
+            .iter()
+            .filter(|c| c.send(Control::Connections { reply: reply.clone() }).is_ok())
+            .count();
+        let deadline = Instant::now() + limit;
+        let mut all = Vec::new();
+        for _ in 0..asked {
+            match answers.recv_deadline(deadline) {
+                Ok(list) => all.extend(list),
+                Err(_) => break,
+            }
+        }
+        all
     }
 
     /// Asks every shard to stop accepting and close its connections with `code`.

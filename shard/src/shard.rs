@@ -2,13 +2,15 @@
 //!
 //! Place: `accept → **shard** → conn tasks`, and `rings → **shard** → subscribers' queues`.
 //! A shard owns its listener, its connection table, its part of the topic index, the
-//! sequencers of the topics it owns, and one read buffer shared by all its connections (a
-//! connection borrows it only while a read is being parsed, never across an await, so idle
-//! connections hold no read buffer at all). Nothing here is touched by another thread.
+//! sequencers and de-duplication window of the topics it owns, its history of every topic
+//! (for recovery), and one read buffer shared by all its connections (a connection borrows it
+//! only while a read is being parsed, never across an await, so idle connections hold no read
+//! buffer at all). Nothing here is touched by another thread.
 //!
 //! Tasks per shard: the accept loop, one task per connection, the owner task that stamps
 //! publications of the topics this shard owns, one receiver task per peer ring, the
-//! housekeeping sweep (heartbeats, idle timeouts, topic eviction), and the control loop.
+//! housekeeping sweep (heartbeats, idle timeouts, topic and history eviction, gauges), and the
+//! control loop.
 //!
 //! Formats and filters on delivery. A publication is encoded once per wire format: the
 //! owner writes the JSON frame, and the `M:` msgpack frame too whenever any shard has a
@@ -21,6 +23,12 @@
 //! converts it once for all its subscribers. Subscription filters (`wse_protocol::filter`)
 //! are judged here, before a publication is queued: the shard parses the publication's JSON
 //! at most once, and only when the topic has a filtered subscriber.
+//!
+//! Recovery: every publication reaches every shard, so [`Shard::deliver_local`] records it in
+//! the shard's history before queueing it for local subscribers, and [`Shard::recover`]
+//! replays from that history into one connection's queue in the same synchronous step in
+//! which the connection subscribes: the history's newest offset is exactly the last
+//! publication this shard delivered, and the next one finds the new subscriber in the index.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -33,17 +41,19 @@ use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::{spawn_local, timer::sleep};
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info_span, trace, warn, Instrument};
 use wse_fanout::acl::TopicAcl;
+use wse_fanout::dedup::DedupWindow;
+use wse_fanout::history::{self, History, Recovery};
 use wse_fanout::ids::ConnId;
 use wse_fanout::index::TopicIndex;
 use wse_fanout::mesh::{Encoded, MeshSetup, Publication, PublishRequest, Rings};
 use wse_fanout::sequencer::TopicSequencer;
 use wse_protocol::auth::TopicRules;
 use wse_protocol::e2e::IvPool;
-use wse_protocol::engine;
-use wse_protocol::envelope::{self, PublicationMeta};
-use wse_protocol::filter::{self, RegexCache};
+use wse_protocol::engine::{self, RecoveryAnswer};
+use wse_protocol::envelope::{self, DirectMeta, Priority, PublicationMeta};
+use wse_protocol::filter::{self, Filter, RegexCache};
 use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::msgpack;
 use wse_protocol::signing;
@@ -51,9 +61,9 @@ use wse_protocol::writer;
 
 use crate::conn::{self, Conn};
 use crate::metrics::{DropReason, ShardMetrics};
-use crate::outqueue::Push;
+use crate::outqueue::{Push, FRAME_OVERHEAD};
 use crate::security;
-use crate::server::{Control, Shared};
+use crate::server::{Control, DirectEvent, Shared};
 
 /// What a shard is started with.
 pub(crate) struct ShardSetup {
@@ -74,6 +84,10 @@ pub(crate) struct Shard {
     pub topics: RefCell<TopicIndex>,
     /// Offsets of the topics this shard owns.
     sequencer: RefCell<TopicSequencer>,
+    /// Publisher-given ids recently stamped, for the topics this shard owns.
+    dedup: RefCell<DedupWindow>,
+    /// Recent publications of every topic, for recovery (empty when recovery is off).
+    history: RefCell<History<Publication>>,
     /// Scratch space every connection reads into; see the module docs.
     pub read_buf: RefCell<Box<[u8]>>,
     /// Random IVs for sealing `E:` frames, drawn in bulk for all the shard's connections.
@@ -121,12 +135,17 @@ impl Shard {
         rings: Rings,
         owner_queue: LocalSender<PublishRequest>,
     ) -> Shard {
+        let config = &shared.config;
+        let dedup = DedupWindow::new(config.dedup_window, config.dedup_window_age);
+        let history = History::new(history_limits(&shared));
         Shard {
             index,
-            shared,
             conns: RefCell::new(HashMap::new()),
             topics: RefCell::new(TopicIndex::default()),
             sequencer: RefCell::new(TopicSequencer::default()),
+            dedup: RefCell::new(dedup),
+            history: RefCell::new(history),
+            shared,
             read_buf: RefCell::new(vec![0; READ_BUF].into_boxed_slice()),
             ivs: RefCell::new(IvPool::new()),
             regexes: RefCell::new(RegexCache::new()),
@@ -167,10 +186,18 @@ impl Shard {
     }
 
     /// Stamps a publication of a topic this shard owns, encodes it once, and hands the same
-    /// bytes to local subscribers and to every other shard.
+    /// bytes to local subscribers and to every other shard. A publisher-given id already seen
+    /// on the topic (the de-duplication window) drops the request before it takes an offset.
     async fn stamp_and_fan_out(&self, request: PublishRequest) {
-        let stamp = self.sequencer.borrow_mut().stamp(&request.topic, Instant::now(), new_epoch);
-        let id = uuid::Uuid::now_v7().to_string();
+        let now = Instant::now();
+        if let Some(id) = request.id.as_deref() {
+            if !self.dedup.borrow_mut().first_time(&request.topic, id, now) {
+                ShardMetrics::add(&self.metrics().duplicates, 1);
+                return trace!(topic = &*request.topic, "duplicate publication dropped");
+            }
+        }
+        let stamp = self.sequencer.borrow_mut().stamp(&request.topic, now, new_epoch);
+        let id = request.id.map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from);
         let meta = PublicationMeta {
             topic: &request.topic,
             event_type: request.event_type.as_deref(),
@@ -195,8 +222,15 @@ impl Shard {
         let json = self.sign_if_selected(t, json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
-        let pri = request.pri;
-        let publication = Publication { topic: stamp.topic, pri, frame, json, msgpack };
+        let publication = Publication {
+            topic: stamp.topic,
+            pri: request.pri,
+            epoch: stamp.epoch,
+            offset: stamp.offset,
+            frame,
+            json,
+            msgpack,
+        };
         ShardMetrics::add(&self.metrics().publications, 1);
         self.deliver_local(&publication);
         for peer in self.rings.other_shards() {
@@ -245,25 +279,14 @@ impl Shard {
         Some(Encoded { frame, body })
     }
 
-    /// Queues `publication` for every local subscriber of its topic whose filter, if any,
-    /// lets it through, in the subscriber's format.
+    /// Records `publication` in the history, then queues it for every local subscriber of
+    /// its topic whose filter, if any, lets it through, in the subscriber's format.
     pub(crate) fn deliver_local(&self, publication: &Publication) {
+        self.remember(publication);
         let conns = self.conns.borrow();
-        // Parsed for filters at most once, when the first filtered subscriber asks.
-        let document = OnceCell::new();
-        let passes = |filter: &filter::Filter| {
-            let document = document.get_or_init(|| filter::parse_document(&publication.json));
-            document.as_ref().is_ok_and(|envelope| filter.matches(envelope))
-        };
-        // Encoded here at most once, when the owner did not and a msgpack subscriber needs it.
-        let local_msgpack = OnceCell::new();
-        let msgpack = || {
-            publication.msgpack.as_ref().or_else(|| {
-                local_msgpack.get_or_init(|| self.encode_publication(&publication.json)).as_ref()
-            })
-        };
-
+        let formats = Formats::new(self, publication);
         let topics = self.topics.borrow();
+        let passes = |filter: &Filter| formats.passes(filter);
         let filtered_out = topics.for_each_subscriber_where(&publication.topic, passes, |id| {
             let Some(conn) = conns.get(&id) else { return };
             if conn.is_closing() {
@@ -273,16 +296,18 @@ impl Shard {
                 // A glob subscription also matches topics the ACL denies.
                 return;
             }
-            self.queue_publication(conn, publication, conn.msgpack.then(msgpack).flatten());
+            self.queue_publication(conn, publication, &formats);
         });
         if filtered_out > 0 {
             ShardMetrics::add(&self.metrics().filtered_out, filtered_out as u64);
         }
     }
 
-    /// Queues a publication for one subscriber: the shared JSON frame, or the `msgpack` one
-    /// when given, sealed for that subscriber on an E2E connection.
-    fn queue_publication(&self, conn: &Conn, publication: &Publication, msgpack: Option<&Encoded>) {
+    /// Queues `publication` for one connection: the shared JSON frame, or the `M:` one on a
+    /// msgpack connection, sealed for that connection when it is E2E. Live delivery and
+    /// replay both come through here, so a replay is encoded as live delivery is.
+    fn queue_publication(&self, conn: &Conn, publication: &Publication, formats: &Formats<'_>) {
+        let msgpack = if conn.msgpack { formats.msgpack() } else { None };
         let (body, shared) = match msgpack {
             Some(encoded) => (&encoded.body, &encoded.frame),
             None => (&publication.json, &publication.frame),
@@ -294,22 +319,181 @@ impl Shard {
             ShardMetrics::add(&self.metrics().msgpack_out, 1);
         }
         let budget = self.shared.config.max_outbound_queue_bytes;
-        let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
+        let topic = &publication.topic;
+        let outcome = conn.out.borrow_mut().push_publication(publication.pri, topic, frame, budget);
         self.account(conn, outcome);
+    }
+
+    /// Keeps `publication` in this shard's history, charged its share of the shared frame
+    /// (every shard holds the same bytes) plus the history's own record of it.
+    fn remember(&self, publication: &Publication) {
+        if !self.shared.config.history.enabled {
+            return;
+        }
+        let share = publication.encoded_bytes().div_ceil(self.shared.config.shards());
+        let evicted = self.history.borrow_mut().record(
+            &publication.topic,
+            publication.epoch,
+            publication.offset,
+            publication.clone(),
+            share,
+            Instant::now(),
+        );
+        if !evicted.is_empty() {
+            self.metrics().history_evicted(&evicted);
+        }
+    }
+
+    /// Replays to `conn` what it missed of `topic` since `from` (the client's last
+    /// `(epoch, offset)`), from this shard's history, and says how it went. Call it in the
+    /// same synchronous step that subscribes `conn`, so that live delivery continues exactly
+    /// where the replay ends. All or nothing: when the missed messages are not all retained,
+    /// are more than `history_max_replay`, or do not fit the connection's free outbound
+    /// budget, nothing is replayed and the answer carries the topic's current position.
+    pub(crate) fn recover(
+        &self,
+        conn: &Conn,
+        topic: &str,
+        from: Option<(u32, u64)>,
+    ) -> RecoveryAnswer {
+        let history = self.history.borrow();
+        let current = history.position(topic).map(|p| (p.epoch, p.offset));
+        let Some((epoch, offset)) = from else {
+            return self.not_recovered(topic, current);
+        };
+        let max = self.shared.config.history.max_replay;
+        let (position, messages) = match history.recover(topic, epoch, offset, max, Instant::now())
+        {
+            Recovery::Replay { position, messages } => (position, messages),
+            Recovery::Unrecoverable { position, .. } => {
+                return self.not_recovered(topic, position.map(|p| (p.epoch, p.offset)));
+            }
+        };
+        let per_frame = FRAME_OVERHEAD + if conn.is_encrypted() { conn::SEAL_OVERHEAD } else { 0 };
+        let need: usize = messages.iter().map(|p| p.frame.len() + per_frame).sum();
+        let budget = self.shared.config.max_outbound_queue_bytes;
+        if need > budget.saturating_sub(conn.out.borrow().bytes()) {
+            return self.not_recovered(topic, Some((position.epoch, position.offset)));
+        }
+        let topics = self.topics.borrow();
+        for publication in &messages {
+            let formats = Formats::new(self, publication);
+            let passes = |filter: &Filter| formats.passes(filter);
+            if topics.admits(conn.id, &publication.topic, passes) {
+                self.queue_publication(conn, publication, &formats);
+            }
+        }
+        let count = messages.len() as u64;
+        ShardMetrics::add(&self.metrics().recovered, 1);
+        ShardMetrics::add(&self.metrics().replayed, count);
+        let position = Some((position.epoch, position.offset));
+        RecoveryAnswer { topic: topic.to_owned(), position, recovered: true, count }
+    }
+
+    fn not_recovered(&self, topic: &str, position: Option<(u32, u64)>) -> RecoveryAnswer {
+        ShardMetrics::add(&self.metrics().not_recovered, 1);
+        RecoveryAnswer { topic: topic.to_owned(), position, recovered: false, count: 0 }
+    }
+
+    /// The frame of a direct message of type `t` for `conn`: next `seq`, fresh id, `pri` in
+    /// the envelope unless NORMAL, signed when `t` is selected for signing, sealed on an E2E
+    /// connection unless `t` stays plaintext; a text frame, or binary when `binary`.
+    /// `None` when sealing failed (counted).
+    pub(crate) fn direct_frame(
+        &self,
+        conn: &Conn,
+        t: &str,
+        pri: Priority,
+        cid: Option<&str>,
+        binary: bool,
+        build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
+    ) -> Option<Bytes> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let meta =
+            DirectMeta::new(conn.next_seq(), &id, unix_ms()).with_cid(cid).with_priority(pri);
+        let mut json = Vec::with_capacity(256);
+        build(&meta, &mut json);
+        let stays_plain = security::stays_plaintext(t);
+
+        // Msgpack connections get `M:` frames, unsigned (§6 signs JSON text only).
+        let encoded = (conn.msgpack && !msgpack::stays_json(t)).then(|| self.msgpack_of(&json));
+        let frame = if let Some(encoded) = encoded.flatten() {
+            ShardMetrics::add(&self.metrics().msgpack_out, 1);
+            conn.frame_for(&self.ivs, &encoded.body, stays_plain, || encoded.frame.clone())
+        } else {
+            let sign = stays_plain || !conn.is_encrypted();
+            let json = if sign { self.sign_if_selected(t, json) } else { json };
+            let plain = || if binary { binary_frame(&json) } else { text_frame(&json) };
+            conn.frame_for(&self.ivs, &json, stays_plain, plain)
+        };
+        if frame.is_none() {
+            self.metrics().dropped(DropReason::SealFailed, 1);
+        }
+        frame
     }
 
     /// Applies the drop policy's outcome to a connection and the metrics.
     pub(crate) fn account(&self, conn: &Conn, outcome: Push) {
         match outcome {
             Push::Queued { evicted } => {
-                if evicted > 0 {
-                    self.metrics().dropped(DropReason::QueueFull, evicted as u64);
+                for (pri, n) in evicted.by_priority() {
+                    self.metrics().dropped_full(pri, n);
                 }
             }
-            Push::Dropped => self.metrics().dropped(DropReason::QueueFull, 1),
+            Push::Dropped { pri } => self.metrics().dropped_full(pri, 1),
             Push::Overflow => conn.request_close(conn::SLOW_CONSUMER),
         }
         conn.wake();
+    }
+
+    /// Sends an application event to one connection of this shard (`send_event`), as a
+    /// binary `{` frame (PROTOCOL.md §4).
+    fn send_event(&self, conn: ConnId, event: DirectEvent) {
+        let Some(conn) = self.conns.borrow().get(&conn).cloned() else { return };
+        if conn.is_closing() {
+            return self.metrics().dropped(DropReason::Closing, 1);
+        }
+        let DirectEvent { t, payload_json, pri } = event;
+        let build = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
+            envelope::direct(&t, &payload_json, meta, out);
+        };
+        let Some(frame) = self.direct_frame(&conn, &t, pri, None, true, build) else { return };
+        let budget = self.shared.config.max_outbound_queue_bytes;
+        let outcome = conn.out.borrow_mut().push(pri, frame, budget);
+        self.account(&conn, outcome);
+    }
+
+    /// The shard's connections, as `(id, connection_id)`.
+    fn connections(&self) -> Vec<(ConnId, String)> {
+        self.conns.borrow().values().map(|c| (c.id, c.uuid.to_string())).collect()
+    }
+
+    /// Housekeeping for history and the owner's state: forgets idle topics (their next
+    /// publication opens a new epoch), expires history and ids, refreshes the gauges.
+    fn sweep(&self, now: Instant) {
+        let ttl = self.shared.config.history.ttl;
+        self.sequencer.borrow_mut().evict_idle(now, ttl);
+        self.dedup.borrow_mut().expire(now);
+        let mut history = self.history.borrow_mut();
+        let evicted = history.expire(now);
+        self.metrics().history_evicted(&evicted);
+        let stats = history.stats();
+        drop(history);
+        let m = self.metrics();
+        let set = |gauge: &std::sync::atomic::AtomicU64, v: usize| {
+            gauge.store(v as u64, std::sync::atomic::Ordering::Relaxed);
+        };
+        set(&m.history_topics, stats.topics);
+        set(&m.history_messages, stats.messages);
+        set(&m.history_bytes, stats.bytes);
+        let (mut total, mut max) = (0, 0);
+        for conn in self.conns.borrow().values() {
+            let bytes = conn.out.borrow().bytes();
+            total += bytes;
+            max = max.max(bytes);
+        }
+        set(&m.queued_bytes, total);
+        set(&m.queued_bytes_max, max);
     }
 
     /// One task per peer ring: requests go to the owner queue, publications to subscribers.
@@ -384,12 +568,16 @@ async fn control_loop(shard: &Rc<Shard>, control: &flume::Receiver<Control>) -> 
             Control::Shutdown { code } => return code,
             Control::Publish(request) => shard.publish(request).await,
             Control::SetTopicAcl { conn, rules } => shard.set_topic_acl(conn, rules),
+            Control::Send { conn, event } => shard.send_event(conn, event),
+            Control::Connections { reply } => {
+                let _ = reply.send(shard.connections());
+            }
         }
     }
     conn::GOING_AWAY
 }
 
-/// Every tick: heartbeats due, idle connections, idle topic sequencers.
+/// Every tick: heartbeats due, idle connections, idle topics, history, gauges.
 async fn housekeeping(shard: Rc<Shard>) {
     let config = &shard.shared.config;
     let tick = (config.ping_interval.min(config.idle_timeout) / 4)
@@ -406,7 +594,7 @@ async fn housekeeping(shard: Rc<Shard>) {
                 conn.tick(&shard, now, &heartbeat);
             }
         }
-        shard.sequencer.borrow_mut().evict_idle(now, TOPIC_TTL);
+        shard.sweep(now);
     }
 }
 
@@ -422,11 +610,54 @@ pub(crate) fn text_frame(payload: &[u8]) -> Bytes {
     Bytes::from(frame)
 }
 
-/// A complete unmasked binary frame around `payload` (an `M:` message).
+/// A complete unmasked binary frame around `payload`.
 pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
     let mut frame = Vec::with_capacity(payload.len() + 10);
     writer::encode_frame(OpCode::Data(Data::Binary), payload, &mut frame);
     Bytes::from(frame)
+}
+
+/// What one publication looks like to its subscribers on this shard, worked out at most once
+/// and only when a subscriber needs it: its envelope parsed for filters, and its `M:` frame
+/// when the owner did not encode one.
+struct Formats<'a> {
+    shard: &'a Shard,
+    publication: &'a Publication,
+    document: OnceCell<Result<sonic_rs::Value, wse_protocol::Error>>,
+    msgpack: OnceCell<Option<Encoded>>,
+}
+
+impl<'a> Formats<'a> {
+    fn new(shard: &'a Shard, publication: &'a Publication) -> Self {
+        Formats { shard, publication, document: OnceCell::new(), msgpack: OnceCell::new() }
+    }
+
+    /// Whether `filter` lets the publication through (a publication whose envelope does not
+    /// parse passes no filter).
+    fn passes(&self, filter: &Filter) -> bool {
+        let document = self.document.get_or_init(|| filter::parse_document(&self.publication.json));
+        document.as_ref().is_ok_and(|envelope| filter.matches(envelope))
+    }
+
+    /// The publication's `M:` frame: the owner's, or one encoded here once for the shard.
+    fn msgpack(&self) -> Option<&Encoded> {
+        self.publication.msgpack.as_ref().or_else(|| {
+            let encoded = || self.shard.encode_publication(&self.publication.json);
+            self.msgpack.get_or_init(encoded).as_ref()
+        })
+    }
+}
+
+/// This shard's history bounds: the per-topic ones as configured, and its share of the
+/// server's memory budget (every shard holds the same messages, each charged its share).
+fn history_limits(shared: &Shared) -> history::Limits {
+    let settings = &shared.config.history;
+    history::Limits {
+        messages_per_topic: settings.messages_per_topic,
+        bytes_per_topic: settings.bytes_per_topic / shared.config.shards(),
+        ttl: settings.ttl,
+        budget: settings.memory_budget / shared.config.shards(),
+    }
 }
 
 /// Milliseconds since the Unix epoch (wall clock, for `ts` and `server_time`).
@@ -444,8 +675,6 @@ fn new_epoch() -> u32 {
 const READ_BUF: usize = 64 * 1024;
 /// Publish requests waiting for the owner task.
 const OWNER_QUEUE: usize = 1024;
-/// A topic not published for this long starts a new epoch (PROTOCOL.md §10 history TTL).
-const TOPIC_TTL: Duration = Duration::from_secs(300);
 /// Extra time a draining shard gives its connections beyond the close timeout.
 const DRAIN_SLACK: Duration = Duration::from_millis(500);
 /// Room for `,"sig":"<44 base64 characters>"`.

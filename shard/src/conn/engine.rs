@@ -2,10 +2,10 @@
 //!
 //! Place: `session → **engine** → topic index / rings / outqueue`. After the upgrade the
 //! client gets `server_ready`; then `ping` → `PONG`, `client_hello` → `server_hello`,
-//! `subscription_update` → the shard's topic index and an answer, `publish` → the topic's
-//! owner shard. Every answer passes through [`Session::send_direct`], which signs and seals
-//! it as the connection's security settings ask. Echo mode skips all of this and returns
-//! every data message to its sender.
+//! `subscription_update` → the shard's topic index, a replay of missed history when the client
+//! asks to recover, and an answer; `publish` → the topic's owner shard. Every answer passes
+//! through [`Session::send_direct`], which signs and seals it as the connection's security
+//! settings ask. Echo mode skips all of this and returns every data message to its sender.
 
 use std::sync::Arc;
 
@@ -13,11 +13,13 @@ use tracing::debug;
 
 use bytes::Bytes;
 use sonic_rs::{JsonValueTrait, Value};
+use wse_fanout::glob::{glob_match, has_wildcards};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::AuthError;
 use wse_protocol::e2e::{KeyExchange, SessionKeys};
 use wse_protocol::engine::{
-    self, ClientHello, ClientMessage, Features, Limits, ServerHello, SubscriptionAction,
+    self, ClientHello, ClientMessage, Features, Limits, RecoveryAnswer, RecoveryRequest,
+    ServerHello, SubscriptionAction,
 };
 use wse_protocol::envelope::{self, DirectMeta, Priority};
 use wse_protocol::filter::Filter;
@@ -28,10 +30,9 @@ use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
 use super::{Session, AUTH_FAILED};
-use crate::metrics::{CloseReason, DropReason, SecurityEvent, ShardMetrics};
+use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
 use crate::security;
 use crate::server::Shared;
-use crate::shard::{text_frame, unix_ms};
 
 impl Session {
     /// Sends `server_ready` and applies `topics=` from the query string.
@@ -46,7 +47,7 @@ impl Session {
         let topics: Vec<String> =
             list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect();
         if !topics.is_empty() {
-            self.subscription(SubscriptionAction::Subscribe, topics, None, None);
+            self.subscription(SubscriptionAction::Subscribe, topics, None, &[], None);
         }
     }
 
@@ -119,9 +120,10 @@ impl Session {
             }
             ClientMessage::ClientHello(hello) => self.server_hello(&hello),
             ClientMessage::Subscription(update) => {
-                let cid = update.inbound.cid.as_deref();
+                let cid = update.inbound.cid.clone();
+                let recovery = update.recovery_requests();
                 let filters = update.filters.as_ref();
-                self.subscription(update.action, update.topics, filters, cid);
+                self.subscription(update.action, update.topics, filters, &recovery, cid.as_deref());
                 // TODO(#5): the application also receives the update as a `msg` event.
             }
             ClientMessage::Publish(request) => self.publish(request).await,
@@ -187,7 +189,13 @@ impl Session {
             .ok()
     }
 
-    /// Applies a subscribe or unsubscribe and answers with `subscription_update`.
+    /// Applies a subscribe or unsubscribe, replays what the client asks to recover, and
+    /// answers with `subscription_update`.
+    ///
+    /// Subscribing and replaying happen in one synchronous step, so the replay ends exactly
+    /// where live delivery begins. An answer that reports recoveries is queued behind every
+    /// frame queued before it, replays included, so a client that reads it has everything it
+    /// counts (PROTOCOL.md §7: replay, then answer).
     ///
     /// `filters` is the request's `{topic: criteria}` map (PROTOCOL.md §7 "Filters"). On
     /// subscribe, a topic named there gets that filter, replacing any it had (`{}` removes
@@ -199,8 +207,49 @@ impl Session {
         action: SubscriptionAction,
         topics: Vec<String>,
         filters: Option<&Value>,
+        recovery: &[RecoveryRequest],
         cid: Option<&str>,
     ) {
+        let (success, failed) = self.apply_subscription(action, topics, filters);
+        let subscribing = action == SubscriptionAction::Subscribe;
+        let recovered = if subscribing && self.shard.shared.config.history.enabled {
+            self.recover(&success, recovery)
+        } else {
+            Vec::new()
+        };
+        let filtered = match action {
+            SubscriptionAction::Subscribe => self.filtered_among(&success),
+            SubscriptionAction::Unsubscribe => Vec::new(),
+        };
+        let answer = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
+            engine::subscription_answer_with_recovery(
+                action, &success, &failed, &filtered, &recovered, meta, out,
+            );
+        };
+        let t = "subscription_update";
+        let normal = Priority::Normal;
+        let Some(frame) = self.shard.direct_frame(&self.conn, t, normal, cid, false, answer) else {
+            return;
+        };
+        let budget = self.budget();
+        let mut out = self.conn.out.borrow_mut();
+        let outcome = if recovered.is_empty() {
+            out.push(Priority::High, frame, budget)
+        } else {
+            out.push_after_all(Priority::High, frame, budget)
+        };
+        drop(out);
+        self.shard.account(&self.conn, outcome);
+    }
+
+    /// Subscribes or unsubscribes each topic; the topics that succeeded, and those that
+    /// failed with why.
+    fn apply_subscription(
+        &mut self,
+        action: SubscriptionAction,
+        topics: Vec<String>,
+        filters: Option<&Value>,
+    ) -> (Vec<String>, Vec<(String, &'static str)>) {
         let mut success = Vec::new();
         let mut failed = Vec::new();
         for topic in topics {
@@ -218,18 +267,29 @@ impl Session {
                 Err(reason) => failed.push((topic, reason)),
             }
         }
+        (success, failed)
+    }
+
+    /// The topics among `subscribed` that carry a filter for this connection.
+    fn filtered_among(&self, subscribed: &[String]) -> Vec<String> {
         let index = self.shard.topics.borrow();
-        let filtered: Vec<&String> = match action {
-            SubscriptionAction::Subscribe => {
-                success.iter().filter(|t| index.is_filtered(self.conn.id, t)).collect()
-            }
-            SubscriptionAction::Unsubscribe => Vec::new(),
+        subscribed.iter().filter(|t| index.is_filtered(self.conn.id, t)).cloned().collect()
+    }
+
+    /// Replays, for each recovery request on a topic this subscribe now covers (exactly or
+    /// by one of its globs) and the ACL lets through, what the client missed. A topic the
+    /// connection already held (a 2.x client filling a gap) may get some messages twice,
+    /// queued live and replayed; clients drop offsets they have seen (PROTOCOL.md §11).
+    fn recover(&self, subscribed: &[String], requests: &[RecoveryRequest]) -> Vec<RecoveryAnswer> {
+        let covers = |pattern: &String, topic: &str| {
+            pattern == topic || (has_wildcards(pattern) && glob_match(pattern, topic))
         };
-        let filtered: Vec<String> = filtered.into_iter().cloned().collect();
-        drop(index);
-        self.send_direct(Priority::High, "subscription_update", cid, |meta, out| {
-            engine::subscription_answer(action, &success, &failed, &filtered, meta, out);
-        });
+        requests
+            .iter()
+            .filter(|r| subscribed.iter().any(|s| covers(s, &r.topic)))
+            .filter(|r| self.conn.may_receive(&r.topic))
+            .map(|r| self.shard.recover(&self.conn, &r.topic, r.from))
+            .collect()
     }
 
     fn subscribe(&mut self, topic: &str, criteria: Option<&Value>) -> Result<(), &'static str> {
@@ -297,6 +357,7 @@ impl Session {
             event_type: request.event_type.map(Into::into),
             data: request.data_json.into(),
             pri: request.pri,
+            id: request.id.map(Into::into),
         };
         self.shard.publish(request).await;
     }
@@ -320,7 +381,7 @@ impl Session {
 
     /// Builds a message of type `t` addressed to this connection (next `seq`, fresh id),
     /// signs it when `t` is selected for signing, seals it on an E2E connection unless `t`
-    /// stays plaintext, and queues it.
+    /// stays plaintext, and queues it (see [`Shard::direct_frame`](crate::shard::Shard)).
     pub(super) fn send_direct(
         &mut self,
         pri: Priority,
@@ -328,31 +389,9 @@ impl Session {
         cid: Option<&str>,
         build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
     ) {
-        let id = uuid::Uuid::now_v7().to_string();
-        let meta = DirectMeta::new(self.conn.next_seq(), &id, unix_ms()).with_cid(cid);
-        let mut json = Vec::with_capacity(256);
-        build(&meta, &mut json);
-        let stays_plain = security::stays_plaintext(t);
-        let ivs = &self.shard.ivs;
-
-        // Msgpack connections get `M:` frames, unsigned (§6 signs JSON text only).
-        let encoded = (self.conn.msgpack && !msgpack::stays_json(t))
-            .then(|| self.shard.msgpack_of(&json))
-            .flatten();
-        let frame = if let Some(encoded) = encoded {
-            ShardMetrics::add(&self.shard.metrics().msgpack_out, 1);
-            self.conn.frame_for(ivs, &encoded.body, stays_plain, || encoded.frame.clone())
-        } else {
-            let json = if stays_plain || !self.conn.is_encrypted() {
-                self.shard.sign_if_selected(t, json)
-            } else {
-                json
-            };
-            self.conn.frame_for(ivs, &json, stays_plain, || text_frame(&json))
-        };
-        match frame {
-            Some(frame) => self.queue(pri, frame),
-            None => self.shard.metrics().dropped(DropReason::SealFailed, 1),
+        let frame = self.shard.direct_frame(&self.conn, t, Priority::Normal, cid, false, build);
+        if let Some(frame) = frame {
+            self.queue(pri, frame);
         }
     }
 
@@ -369,7 +408,7 @@ fn features(shared: &Shared) -> Features {
         compression: false,
         encryption: shared.config.security.encryption,
         msgpack: true,
-        recovery: false,
+        recovery: shared.config.history.enabled,
         priority_queue: true,
         batching: true,
         rust_jwt: shared.guard.requires_token(),

@@ -457,6 +457,29 @@ impl RawClient {
         RawClient { stream, buf: Vec::new() }
     }
 
+    /// Connects with a receive buffer of `rcvbuf` bytes, set before connecting so that the
+    /// TCP window stays small: once such a client stops reading, the server's writes stall
+    /// after a little data and the rest waits in its outbound queue.
+    pub fn connect_small(addr: SocketAddr, rcvbuf: usize) -> RawClient {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+        socket.connect_timeout(&addr.into(), IO_LIMIT).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_write_timeout(Some(IO_LIMIT)).expect("write timeout");
+        RawClient { stream, buf: Vec::new() }
+    }
+
+    /// [`RawClient::open_wse`] over [`RawClient::connect_small`].
+    pub fn open_wse_small(addr: SocketAddr, path: &str, rcvbuf: usize) -> (RawClient, Value) {
+        let mut client = RawClient::connect_small(addr, rcvbuf);
+        client.upgrade(addr, path, &[]);
+        let ready = client.next_json(IO_LIMIT);
+        assert_eq!(ready.str_at("t"), Some("server_ready"), "first message: {ready:?}");
+        (client, ready)
+    }
+
     /// Connects and completes H0 on `path`; panics unless the answer is a correct 101.
     pub fn open(addr: SocketAddr, path: &str) -> RawClient {
         let mut client = RawClient::connect(addr);
@@ -685,6 +708,48 @@ impl RawClient {
 /// A `publish` message for `topic` carrying `data` (JSON text).
 pub fn publish_json(topic: &str, data: &str) -> String {
     format!(r#"{{"t":"publish","p":{{"topic":{},"data":{data}}}}}"#, json::quote(topic))
+}
+
+/// A `publish` message at priority `pri` (10, 8, 5, 3 or 1).
+pub fn publish_json_at(topic: &str, data: &str, pri: u8) -> String {
+    let topic = json::quote(topic);
+    format!(r#"{{"t":"publish","p":{{"topic":{topic},"data":{data},"pri":{pri}}}}}"#)
+}
+
+/// A `subscription_update` that subscribes to `topics` with `recover: true` and a
+/// `recovery` entry `{epoch, offset}` for each `(topic, epoch, offset)` of `from`.
+pub fn recover_json(topics: &[&str], from: &[(&str, &str, u64)]) -> String {
+    let list: Vec<String> = topics.iter().map(|t| json::quote(t)).collect();
+    let entries: Vec<String> = from
+        .iter()
+        .map(|(t, e, o)| {
+            format!(r#"{}:{{"epoch":{},"offset":{o}}}"#, json::quote(t), json::quote(e))
+        })
+        .collect();
+    let (topics, entries) = (list.join(","), entries.join(","));
+    format!(
+        concat!(
+            r#"{{"t":"subscription_update","p":{{"action":"subscribe","topics":[{}],"#,
+            r#""recover":true,"recovery":{{{}}}}}}}"#
+        ),
+        topics, entries
+    )
+}
+
+/// The `recovery.{topic}` entry of a subscription answer, as
+/// `(epoch, offset, recovered, count)`; `None` when the answer has no entry for `topic`.
+pub fn recovery_entry(
+    answer: &Value,
+    topic: &str,
+) -> Option<(Option<String>, Option<u64>, bool, u64)> {
+    let entry = answer.get("p")?.get("recovery")?.get(topic)?;
+    let recovered = matches!(entry.get("recovered"), Some(json::Value::Bool(true)));
+    Some((
+        entry.str_at("epoch").map(str::to_owned),
+        entry.num_at("offset").map(|o| o as u64),
+        recovered,
+        entry.num_at("count").unwrap_or(-1.0) as u64,
+    ))
 }
 
 /// Whether `value` is a server heartbeat (`{"c":"WSE","t":"ping",...}`).
