@@ -49,6 +49,12 @@ pub struct Publication {
     /// The JSON payload alone: a view into `frame`, for connections that must transform it
     /// (end-to-end encryption seals it under each subscriber's key).
     pub json: Bytes,
+    /// The same JSON as a `C:` frame (PROTOCOL.md §4), compressed once by the owner shard;
+    /// `None` when the JSON is within the compression threshold or does not shrink.
+    pub compressed: Option<Bytes>,
+    /// The same JSON as one permessage-deflate text frame (RSV1 set), cut from the same
+    /// compression, for connections that negotiated the extension; `None` as above.
+    pub deflated: Option<Bytes>,
 }
 
 /// Everything a shard needs to join both meshes; clone one per shard.

@@ -61,6 +61,13 @@ impl Deflater {
     }
 }
 
+impl Default for Deflater {
+    /// Level 1, the fastest (PROTOCOL.md §10).
+    fn default() -> Self {
+        Deflater { compressor: Compressor::new(CompressionLvl::fastest()), scratch: Vec::new() }
+    }
+}
+
 impl std::fmt::Debug for Deflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deflater").field("scratch", &self.scratch.capacity()).finish()
@@ -184,7 +191,6 @@ impl Inflater {
         let len = map_inflate(self.decompressor.zlib_decompress(zlib, scratch), limit)?;
         Ok(scratch[..len].to_vec())
     }
-
 }
 
 impl std::fmt::Debug for Inflater {

@@ -28,6 +28,7 @@ use wse_fanout::index::TopicIndex;
 use wse_fanout::mesh::{MeshSetup, Publication, PublishRequest, Rings};
 use wse_fanout::sequencer::TopicSequencer;
 use wse_protocol::auth::TopicRules;
+use wse_protocol::deflate::{Deflater, Inflater};
 use wse_protocol::e2e::IvPool;
 use wse_protocol::engine;
 use wse_protocol::envelope::{self, PublicationMeta};
@@ -35,8 +36,8 @@ use wse_protocol::frame::OpCode;
 use wse_protocol::signing;
 use wse_protocol::writer;
 
-use crate::conn::{self, Conn};
-use crate::metrics::{DropReason, ShardMetrics};
+use crate::conn::{self, Conn, Squeeze};
+use crate::metrics::{Codec, DropReason, ShardMetrics};
 use crate::outqueue::Push;
 use crate::security;
 use crate::server::{Control, Shared};
@@ -64,6 +65,10 @@ pub(crate) struct Shard {
     pub read_buf: RefCell<Box<[u8]>>,
     /// Random IVs for sealing `E:` frames, drawn in bulk for all the shard's connections.
     pub ivs: RefCell<IvPool>,
+    /// The one compressor of the shard (`C:` frames and permessage-deflate, one-shot).
+    deflater: RefCell<Deflater>,
+    /// The one decompressor of the shard, bounded by `max_message_size`.
+    pub inflater: RefCell<Inflater>,
     rings: Rings,
     /// Publish requests waiting for the owner task, in arrival order.
     owner_queue: LocalSender<PublishRequest>,
@@ -107,16 +112,18 @@ impl Shard {
     ) -> Shard {
         Shard {
             index,
-            shared,
             conns: RefCell::new(HashMap::new()),
             topics: RefCell::new(TopicIndex::default()),
             sequencer: RefCell::new(TopicSequencer::default()),
             read_buf: RefCell::new(vec![0; READ_BUF].into_boxed_slice()),
             ivs: RefCell::new(IvPool::new()),
+            deflater: RefCell::new(new_deflater(shared.config.compression.level)),
+            inflater: RefCell::new(Inflater::new(shared.config.max_message_size)),
             rings,
             owner_queue,
             next_conn: Cell::new(1),
             stopping: Cell::new(false),
+            shared,
         }
     }
 
@@ -167,9 +174,11 @@ impl Shard {
         envelope::publication(&meta, &request.data, &mut json);
         let t = request.event_type.as_deref().unwrap_or(&request.topic);
         let json = self.sign_if_selected(t, json);
+        let (compressed, deflated) = self.compress_publication(&json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
-        let publication = Publication { topic: stamp.topic, pri: request.pri, frame, json };
+        let publication =
+            Publication { topic: stamp.topic, pri: request.pri, frame, json, compressed, deflated };
         ShardMetrics::add(&self.metrics().publications, 1);
         self.deliver_local(&publication);
         for peer in self.rings.other_shards() {
@@ -177,6 +186,74 @@ impl Shard {
                 debug!(peer, "peer shard is gone; delivery skipped during shutdown");
             }
         }
+    }
+
+    /// The `C:` frame and the permessage-deflate frame of a publication's JSON, from one
+    /// compression, when the JSON is over the threshold and shrinks; each only when some
+    /// connection may take it.
+    fn compress_publication(&self, json: &[u8]) -> (Option<Bytes>, Option<Bytes>) {
+        let settings = &self.shared.config.compression;
+        let wanted = settings.c_frames || settings.permessage_deflate;
+        if !wanted || json.len() <= settings.threshold {
+            return (None, None);
+        }
+        let mut deflater = self.deflater.borrow_mut();
+        let Some(compressed) = deflater.compress(json) else { return (None, None) };
+        let c_frame = settings.c_frames.then(|| {
+            self.metrics().compressed(Codec::CFrame);
+            Bytes::from(compressed.c_frame())
+        });
+        let deflated = settings.permessage_deflate.then(|| {
+            self.metrics().compressed(Codec::PerMessageDeflate);
+            let text = OpCode::Data(wse_protocol::frame::Data::Text);
+            Bytes::from(compressed.deflate_frame(text))
+        });
+        (c_frame, deflated)
+    }
+
+    /// The frame for a message addressed to `conn` alone (`json`, of type `t`): compressed
+    /// as the connection takes it when over the threshold, else a plain text frame.
+    /// Heartbeats are never `C:` frames: 2.x clients match their first bytes as text.
+    pub(crate) fn direct_frame(&self, conn: &Conn, t: &str, json: &[u8]) -> Bytes {
+        self.frame_of(conn.squeeze, OpCode::Data(wse_protocol::frame::Data::Text), json, || {
+            t != "PONG" && t != "ping"
+        })
+    }
+
+    /// `payload` as one frame with `opcode` for a connection that takes `squeeze`:
+    /// compressed when it is over the threshold, `may_compress()` allows it and it
+    /// shrinks, else plain.
+    pub(crate) fn frame_of(
+        &self,
+        squeeze: Squeeze,
+        opcode: OpCode,
+        payload: &[u8],
+        may_compress: impl FnOnce() -> bool,
+    ) -> Bytes {
+        let plain = || {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            writer::encode_frame(opcode, payload, &mut frame);
+            Bytes::from(frame)
+        };
+        let codec = match squeeze {
+            Squeeze::Off => return plain(),
+            Squeeze::CFrames => Codec::CFrame,
+            Squeeze::Deflate => Codec::PerMessageDeflate,
+        };
+        if payload.len() <= self.shared.config.compression.threshold || !may_compress() {
+            return plain();
+        }
+        let mut deflater = self.deflater.borrow_mut();
+        let Some(compressed) = deflater.compress(payload) else { return plain() };
+        let (frame, payload_len) = match codec {
+            Codec::CFrame => (compressed.c_frame(), compressed.c_payload_len()),
+            Codec::PerMessageDeflate => {
+                (compressed.deflate_frame(opcode), compressed.deflate_payload_len())
+            }
+        };
+        self.metrics().compressed(codec);
+        self.metrics().saved(codec, (payload.len() - payload_len) as u64);
+        Bytes::from(frame)
     }
 
     /// Appends `sig` (PROTOCOL.md §6, the shared key) when messages of type `t` are
@@ -211,11 +288,19 @@ impl Shard {
                 return;
             }
             let json = &publication.json;
-            let plain = || publication.frame.clone();
+            let mut saved = None;
+            let plain = || {
+                let (frame, codec) = shared_frame(publication, conn.squeeze);
+                saved = codec.map(|codec| (codec, publication.frame.len() - frame.len()));
+                frame
+            };
             let Some(frame) = conn.frame_for(&self.ivs, json, false, plain) else {
                 return self.metrics().dropped(DropReason::SealFailed, 1);
             };
             let outcome = conn.out.borrow_mut().push(publication.pri, frame, budget);
+            if let (Some((codec, n)), Push::Queued { .. }) = (saved, outcome) {
+                self.metrics().saved(codec, n as u64);
+            }
             self.account(conn, outcome);
         });
     }
@@ -330,6 +415,29 @@ async fn housekeeping(shard: Rc<Shard>) {
         }
         shard.sequencer.borrow_mut().evict_idle(now, TOPIC_TTL);
     }
+}
+
+/// The frame of `publication` a connection that takes `squeeze` gets, shared with every such
+/// subscriber, and the codec when it is a compressed one.
+fn shared_frame(publication: &Publication, squeeze: Squeeze) -> (Bytes, Option<Codec>) {
+    let compressed = match squeeze {
+        Squeeze::Off => None,
+        Squeeze::CFrames => publication.compressed.clone().map(|f| (f, Codec::CFrame)),
+        Squeeze::Deflate => publication.deflated.clone().map(|f| (f, Codec::PerMessageDeflate)),
+    };
+    match compressed {
+        Some((frame, codec)) => (frame, Some(codec)),
+        None => (publication.frame.clone(), None),
+    }
+}
+
+/// The shard's compressor; the level was validated with the configuration.
+fn new_deflater(level: u8) -> Deflater {
+    Deflater::new(level).unwrap_or_else(|_| {
+        // Config::validate refuses other levels; fall back rather than stop a shard.
+        tracing::error!(level, "compression level out of range; using 1");
+        Deflater::default()
+    })
 }
 
 /// The shard that owns connection `conn` (see [`Shard::next_conn_id`]).

@@ -20,13 +20,12 @@ use wse_protocol::envelope::{self, DirectMeta, Priority};
 use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::handshake::Request;
 use wse_protocol::topic::validate_topic;
-use wse_protocol::writer;
 
 use super::{Session, AUTH_FAILED};
 use crate::metrics::{CloseReason, DropReason, SecurityEvent, ShardMetrics};
 use crate::security;
 use crate::server::Shared;
-use crate::shard::{text_frame, unix_ms};
+use crate::shard::unix_ms;
 
 impl Session {
     /// Sends `server_ready` and applies `topics=` from the query string.
@@ -64,6 +63,12 @@ impl Session {
             return;
         }
         let Some((data, sealed)) = self.unseal(text, data) else { return };
+        let data = if sealed {
+            data
+        } else {
+            let Some(data) = self.inflate_c_frame(text, data) else { return };
+            data
+        };
         if data.first() != Some(&b'{') && !text {
             // TODO(#5): hand binary that is not a known format to the application (`bin`).
             return;
@@ -264,9 +269,8 @@ impl Session {
 
     fn echo(&mut self, text: bool, data: &[u8]) {
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-        let mut frame = Vec::with_capacity(data.len() + 10);
-        writer::encode_frame(opcode, data, &mut frame);
-        self.queue(Priority::Normal, Bytes::from(frame));
+        let frame = self.shard.frame_of(self.conn.squeeze, opcode, data, || true);
+        self.queue(Priority::Normal, frame);
     }
 
     /// Builds a message of type `t` addressed to this connection (next `seq`, fresh id),
@@ -289,7 +293,8 @@ impl Session {
         } else {
             json
         };
-        match self.conn.frame_for(&self.shard.ivs, &json, stays_plain, || text_frame(&json)) {
+        let plain = || self.shard.direct_frame(&self.conn, t, &json);
+        match self.conn.frame_for(&self.shard.ivs, &json, stays_plain, plain) {
             Some(frame) => self.queue(pri, frame),
             None => self.shard.metrics().dropped(DropReason::SealFailed, 1),
         }
@@ -305,7 +310,7 @@ impl Session {
 /// What this engine offers under the running configuration.
 fn features(shared: &Shared) -> Features {
     Features {
-        compression: false,
+        compression: shared.config.compression.c_frames,
         encryption: shared.config.security.encryption,
         msgpack: false,
         recovery: false,
