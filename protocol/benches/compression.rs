@@ -28,7 +28,9 @@ fn publication(len: usize) -> Vec<u8> {
         i += 1;
     }
     out.pop();
-    out.extend_from_slice(br#"]},"id":"0190b8a2-7f3e-7c11-9a4b-5d6e7f809a1b","v":1,"tp":"prices","e":"1a2b3c4d","o":42}"#);
+    let tail = r#"]},"id":"0190b8a2-7f3e-7c11-9a4b-5d6e7f809a1b","v":1,"tp":"prices","#;
+    out.extend_from_slice(tail.as_bytes());
+    out.extend_from_slice(br#""e":"1a2b3c4d","o":42}"#);
     out
 }
 
