@@ -291,7 +291,7 @@ impl Shard {
             let mut saved = None;
             let plain = || {
                 let (frame, codec) = shared_frame(publication, conn.squeeze);
-                saved = codec.map(|codec| (codec, publication.frame.len() - frame.len()));
+                saved = codec.map(|c| (c, publication.frame.len().saturating_sub(frame.len())));
                 frame
             };
             let Some(frame) = conn.frame_for(&self.ivs, json, false, plain) else {
