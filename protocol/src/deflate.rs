@@ -350,6 +350,27 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_or_exceeds_the_limit_on_mutated_streams() {
+        let message = json(3000);
+        let zlib = Deflater::new(1).unwrap().compress(&message).unwrap().zlib.to_vec();
+        let mut inflater = Inflater::new(2000);
+        let mut state = 0x9e37_79b9_u64;
+        for round in 0..3000 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1442695040888963407);
+            let mut bytes = zlib.clone();
+            let at = (state >> 33) as usize % bytes.len();
+            bytes[at] ^= (state >> 13) as u8 | 1;
+            let cut = bytes.len() - round % 7;
+            for result in [
+                inflater.inflate_zlib(&bytes[..cut]),
+                inflater.inflate_message(bytes[2..cut].to_vec(), false),
+            ] {
+                assert!(result.map_or(true, |m| m.len() <= 2000));
+            }
+        }
+    }
+
+    #[test]
     fn validates_utf8_of_inflated_text_only() {
         let bad = [0x61, 0xce, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a];
         let mut out = vec![0; 64];

@@ -336,6 +336,28 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_mutated_offers() {
+        let base = "permessage-deflate; client_max_window_bits=\"12\"; server_no_context_takeover";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (state >> 33) as u8
+        };
+        for round in 0..5000 {
+            let mut bytes = base.as_bytes().to_vec();
+            for _ in 0..(round % 5 + 1) {
+                let at = usize::from(next()) % bytes.len();
+                let noise = b" ,;=\"\\\tax9";
+                bytes[at] = noise[usize::from(next()) % noise.len()];
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(agreement) = negotiate_permessage_deflate(&text) {
+                assert!(agreement.response().starts_with(BASE), "{text}");
+            }
+        }
+    }
+
+    #[test]
     fn extension_names_are_compared_exactly() {
         assert_eq!(answer("Permessage-Deflate"), None);
         assert_eq!(answer("permessage-deflate-x"), None);
