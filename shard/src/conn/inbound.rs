@@ -10,6 +10,8 @@
 //! permessage-deflate message before anything else (its inflated size is capped at
 //! `max_message_size`: over it close 1009, bad data or bad UTF-8 close 1007), and a `C:`
 //! frame after E2E (over the cap close 1009; bad data is dropped with `INVALID_MESSAGE`).
+//! Bare zlib (a binary message starting `0x78`) is not inflated: PROTOCOL.md §4 lists it
+//! only as something servers never send, not as something clients may.
 //! Both inflate one whole message at once, so the UTF-8 of a compressed text message is
 //! judged when the message is complete, not fragment by fragment.
 //! TODO(#4): no fail-fast UTF-8 for fragmented compressed text (C05 non-strict): libdeflate
