@@ -137,14 +137,7 @@ async fn upgrade(
         answer_and_close(stream, &response).await;
         return None;
     }
-    let deflate = shard
-        .shared
-        .config
-        .compression
-        .permessage_deflate
-        .then(|| upgrade.extensions.as_deref().and_then(negotiate_permessage_deflate))
-        .flatten()
-        .map(|agreement| agreement.response());
+    let deflate = permessage_deflate_answer(shard, &upgrade);
     let extensions: Vec<(&str, &str)> =
         deflate.iter().map(|value| ("Sec-WebSocket-Extensions", value.as_str())).collect();
     let response = handshake::switching_protocols(&upgrade, &extensions);
@@ -153,6 +146,16 @@ async fn upgrade(
         return None;
     }
     Some((request, leftover, admission, deflate.is_some()))
+}
+
+/// The `Sec-WebSocket-Extensions` answer when permessage-deflate is enabled and the request
+/// offered it acceptably; `None` declines (the upgrade goes on uncompressed).
+fn permessage_deflate_answer(shard: &Shard, upgrade: &handshake::Upgrade) -> Option<String> {
+    if !shard.shared.config.compression.permessage_deflate {
+        return None;
+    }
+    let agreement = negotiate_permessage_deflate(upgrade.extensions.as_deref()?)?;
+    Some(agreement.response())
 }
 
 /// The origin check and the token check (PROTOCOL.md §2). `None` when the request was
