@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 import zlib
 
 import websockets
@@ -13,6 +14,17 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from conftest import StartServer
 
 AGREED = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+
+
+def metric(url: str, series: str) -> float:
+    """One series of the server's /metrics."""
+    base = url.replace("ws://", "http://").removesuffix("/wse")
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {series} in /metrics")
 
 
 def big_data(n: int = 400) -> dict[str, object]:
@@ -34,14 +46,22 @@ def test_permessage_deflate_round_trip(wse_server: StartServer) -> None:
         try:
             assert ws.response is not None
             assert ws.response.headers["Sec-WebSocket-Extensions"] == AGREED
-            data = big_data()
-            # websockets compresses this publish; the server inflates it, publishes it, and
-            # sends it back deflated (RSV1), which websockets inflates again.
-            await ws.send(json.dumps({"t": "publish", "p": {"topic": "news", "data": data}}))
-            message = await asyncio.wait_for(ws.recv(), 5)
-            assert isinstance(message, str), "a deflated text frame, not a C: frame"
-            publication = json.loads(message)
-            assert publication["tp"] == "news" and publication["p"] == data
+            # websockets compresses each publish; the server inflates it, publishes it, and
+            # sends it back deflated (RSV1), which websockets inflates again. Several in a
+            # row: the client must not take its context over (client_no_context_takeover),
+            # since the server inflates every message on its own.
+            for n in range(3):
+                data = big_data(400 + n)
+                publish = {"t": "publish", "p": {"topic": "news", "data": data}}
+                await ws.send(json.dumps(publish))
+                message = await asyncio.wait_for(ws.recv(), 5)
+                assert isinstance(message, str), "a deflated text frame, not a C: frame"
+                publication = json.loads(message)
+                assert publication["tp"] == "news" and publication["p"] == data
+                assert publication["o"] == n
+            fmt = '{format="permessage_deflate"}'
+            assert metric(url, f"wse_inflated_messages_total{fmt}") == 3
+            assert metric(url, f"wse_compressions_total{fmt}") == 3
             # Small messages still work both ways.
             await ws.send(json.dumps({"t": "ping", "p": {"timestamp": 1}}))
             pong = json.loads(await asyncio.wait_for(ws.recv(), 5))
