@@ -29,9 +29,9 @@ LABELS = [
     "UNCLEAN",
 ]
 PASSING = {"OK", "NON-STRICT", "INFORMATIONAL"}
-# Case groups whose offer the server declines, and why. The server's LZ77 window is always
-# 32 KiB (libdeflate), so it cannot honour server_max_window_bits under 15 (RFC 7692
-# section 7.1.2.1 then requires declining the offer).
+# Case groups whose offer the server declines, and why. The server's LZ77 window is
+# always 32 KiB (libdeflate), so it cannot honour server_max_window_bits under 15
+# (RFC 7692 section 7.1.2.1 then requires declining the offer).
 DECLINED = {
     "13.3.*": "offer server_max_window_bits=9",
     "13.5.*": "offer server_no_context_takeover; server_max_window_bits=9",

@@ -1,5 +1,8 @@
-"""Compression with real clients: permessage-deflate with Python `websockets` (which offers
-it by default), and `C:` frames for clients that do not negotiate it (PROTOCOL.md §1, §4)."""
+"""Compression with real clients (PROTOCOL.md §1, §4).
+
+permessage-deflate with Python `websockets`, which offers it by default, and `C:` frames
+for clients that do not negotiate it.
+"""
 
 from __future__ import annotations
 
@@ -28,11 +31,14 @@ def metric(url: str, series: str) -> float:
 
 
 def big_data(n: int = 400) -> dict[str, object]:
-    return {"items": [{"id": i, "name": f"item {i}", "tags": ["a", "b"]} for i in range(n)]}
+    return {
+        "items": [{"id": i, "name": f"item {i}", "tags": ["a", "b"]} for i in range(n)]
+    }
 
 
 async def open_subscribed(url: str, **kwargs: object) -> websockets.ClientConnection:
-    ws = await websockets.connect(f"{url}?topics=news", **kwargs)  # type: ignore[arg-type]
+    url = f"{url}?topics=news"
+    ws = await websockets.connect(url, **kwargs)  # type: ignore[arg-type]
     assert json.loads(await ws.recv())["t"] == "server_ready"
     assert json.loads(await ws.recv())["t"] == "subscription_update"
     return ws
@@ -46,10 +52,10 @@ def test_permessage_deflate_round_trip(wse_server: StartServer) -> None:
         try:
             assert ws.response is not None
             assert ws.response.headers["Sec-WebSocket-Extensions"] == AGREED
-            # websockets compresses each publish; the server inflates it, publishes it, and
-            # sends it back deflated (RSV1), which websockets inflates again. Several in a
-            # row: the client must not take its context over (client_no_context_takeover),
-            # since the server inflates every message on its own.
+            # websockets compresses each publish; the server inflates it, publishes
+            # it, and sends it back deflated (RSV1), which websockets inflates again.
+            # Several in a row: the client must not take its context over
+            # (client_no_context_takeover): the server inflates each message alone.
             for n in range(3):
                 data = big_data(400 + n)
                 publish = {"t": "publish", "p": {"topic": "news", "data": data}}
@@ -72,7 +78,9 @@ def test_permessage_deflate_round_trip(wse_server: StartServer) -> None:
     asyncio.run(run())
 
 
-def test_client_window_bits_offer_is_echoed_and_honoured(wse_server: StartServer) -> None:
+def test_client_window_bits_offer_is_echoed_and_honoured(
+    wse_server: StartServer,
+) -> None:
     url = wse_server("--allow-client-publish")
     factory = ClientPerMessageDeflateFactory(client_max_window_bits=10)
 
@@ -83,7 +91,9 @@ def test_client_window_bits_offer_is_echoed_and_honoured(wse_server: StartServer
             header = ws.response.headers["Sec-WebSocket-Extensions"]
             assert header == f"{AGREED}; client_max_window_bits=10"
             data = big_data(200)
-            await ws.send(json.dumps({"t": "publish", "p": {"topic": "news", "data": data}}))
+            await ws.send(
+                json.dumps({"t": "publish", "p": {"topic": "news", "data": data}})
+            )
             publication = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert publication["p"] == data
         finally:
@@ -102,7 +112,9 @@ def test_clients_without_the_extension_get_c_frames(wse_server: StartServer) -> 
             assert plain.response is not None
             assert "Sec-WebSocket-Extensions" not in plain.response.headers
             data = big_data()
-            await plain.send(json.dumps({"t": "publish", "p": {"topic": "news", "data": data}}))
+            await plain.send(
+                json.dumps({"t": "publish", "p": {"topic": "news", "data": data}})
+            )
             frame = await asyncio.wait_for(plain.recv(), 5)
             assert isinstance(frame, bytes) and frame.startswith(b"C:")
             publication = json.loads(zlib.decompress(frame[2:]))
@@ -113,7 +125,9 @@ def test_clients_without_the_extension_get_c_frames(wse_server: StartServer) -> 
             assert same == publication
             # Under the threshold nothing is compressed.
             small = {"text": "hi"}
-            await plain.send(json.dumps({"t": "publish", "p": {"topic": "news", "data": small}}))
+            await plain.send(
+                json.dumps({"t": "publish", "p": {"topic": "news", "data": small}})
+            )
             text = await asyncio.wait_for(plain.recv(), 5)
             assert isinstance(text, str) and json.loads(text)["p"] == small
         finally:
