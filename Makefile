@@ -66,13 +66,20 @@ unit: ## unit and integration tests (cargo test)
 smoke: venv build ## Python `websockets` client against the release wse-server (pytest)
 	.venv/bin/python -m pytest -q tests/python
 
+# TODO(#4): kosoku 0.1.0 cannot run 12.* and 13.* (echoes reach its case code as str), so
+# the permessage-deflate subset runs under wstest; move it to kosoku once a release fixes it.
 .PHONY: conformance
-conformance: venv build ## Autobahn cases 1-7, 9, 10 against wse-server --echo, via kosoku
+conformance: deps venv wstest-venv build ## Autobahn 1-7, 9, 10 via kosoku; a 12/13 subset via wstest
 	scripts/autobahn.sh kosoku
+	scripts/autobahn.sh wstest scripts/autobahn/fuzzingclient-deflate.json
 
 .PHONY: conformance-wstest
-conformance-wstest: deps wstest-venv build ## the same cases via the reference wstest (Python 2.7)
+conformance-wstest: deps wstest-venv build ## cases 1-7, 9, 10 via the reference wstest (Python 2.7)
 	scripts/autobahn.sh wstest
+
+.PHONY: conformance-deflate-full
+conformance-deflate-full: deps wstest-venv build ## every permessage-deflate case, 12.* and 13.*, via wstest
+	scripts/autobahn.sh wstest scripts/autobahn/fuzzingclient-deflate-full.json
 
 .PHONY: membench
 membench: build ## resident memory per idle connection at 10,000 connections

@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # Run the Autobahn TestSuite fuzzing client against `wse-server --echo`.
 #
-# Usage: scripts/autobahn.sh [kosoku|wstest]
+# Usage: scripts/autobahn.sh [kosoku|wstest] [SPEC]
 #
 # Builds nothing: WSE_SERVER names the server binary (default target/release/wse-server).
-# AUTOBAHN_SPEC overrides the spec file, e.g. to run a single case while debugging.
-# The cases and the server URL come from scripts/autobahn/fuzzingclient.json, which both
-# runners read (wstest as its spec, kosoku through the flags built from it). Reports go
-# to reports/autobahn/<runner>/. Exits non-zero when any case is FAILED, WRONG CODE,
-# UNCLEAN or otherwise not passing, when a selected case group is missing, or when the
-# runner itself fails.
+# SPEC (or AUTOBAHN_SPEC) picks the spec file, default scripts/autobahn/fuzzingclient.json
+# (cases 1-7, 9, 10); fuzzingclient-deflate.json is the permessage-deflate subset CI runs,
+# fuzzingclient-deflate-full.json all of 12.* and 13.*. Both runners read the spec (wstest
+# as its spec, kosoku through the flags built from it). Reports go to the spec's outdir,
+# with `kosoku` for `wstest` in its name when kosoku runs. The server compresses every
+# reply that shrinks (--compression-threshold 0), so permessage-deflate is exercised both
+# ways. Exits non-zero when any case is FAILED, WRONG CODE, UNCLEAN or otherwise not
+# passing, when a selected case group is missing, or when the runner itself fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 runner="${1:-kosoku}"
 server="${WSE_SERVER:-target/release/wse-server}"
-spec="${AUTOBAHN_SPEC:-scripts/autobahn/fuzzingclient.json}"
-server_log=reports/autobahn/server-$runner.log
+spec="${2:-${AUTOBAHN_SPEC:-scripts/autobahn/fuzzingclient.json}}"
+server_log="reports/autobahn/server-$runner-$(basename "$spec" .json).log"
 kosoku=.venv/bin/kosoku
 wstest="${WSTEST:-.venv/wstest/bin/wstest}"
 startup_timeout_s=10
@@ -24,9 +26,11 @@ startup_timeout_s=10
 main() {
   check_tools
 
-  # wstest writes where its spec says; kosoku gets a directory of its own.
-  outdir=reports/autobahn/kosoku
-  [[ "$runner" == kosoku ]] || outdir="$(spec_field 'os.path.normpath(d["outdir"])')"
+  # wstest writes where its spec says; kosoku gets a directory of its own beside it.
+  outdir="$(spec_field 'os.path.normpath(d["outdir"])')"
+  if [[ "$runner" == kosoku ]]; then
+    outdir="${outdir/wstest/kosoku}"
+  fi
   [[ "$outdir" == reports/* ]] || die "spec outdir $outdir must be under reports/"
 
   local url host port
@@ -93,8 +97,9 @@ run_wstest() {
 
 start_server() {
   local host="$1" port="$2"
+  mkdir -p "$(dirname "$server_log")"
   "$server" --echo --host "$host" --port "$port" --max-message-size 16777216 \
-    >"$server_log" 2>&1 &
+    --compression-threshold 0 >"$server_log" 2>&1 &
   server_pid=$!
   trap cleanup EXIT
   trap 'exit 130' INT

@@ -57,6 +57,12 @@ pub struct Publication {
     /// The JSON payload alone: a view into `frame`, for connections that must transform it
     /// (end-to-end encryption seals it under each subscriber's key).
     pub json: Bytes,
+    /// The same JSON as a `C:` frame (PROTOCOL.md §4), compressed once by the owner shard;
+    /// `None` when the JSON is within the compression threshold or does not shrink.
+    pub compressed: Option<Bytes>,
+    /// The same JSON as one permessage-deflate text frame (RSV1 set), cut from the same
+    /// compression, for connections that negotiated the extension; `None` as above.
+    pub deflated: Option<Bytes>,
     /// The same publication as an `M:` frame for `format=msgpack` connections (PROTOCOL.md
     /// §4), encoded once by the owner when any such connection exists; `None` otherwise, and
     /// a shard that finds a msgpack subscriber then encodes it once for itself.
@@ -76,7 +82,9 @@ impl Publication {
     /// Bytes of encoded frames this publication holds alive, for history accounting. `json`
     /// is a view into `frame` and costs nothing more.
     pub fn encoded_bytes(&self) -> usize {
-        self.frame.len()
+        let extra = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        let msgpack = self.msgpack.as_ref().map_or(0, |m| m.frame.len());
+        self.frame.len() + extra(&self.compressed) + extra(&self.deflated) + msgpack
     }
 }
 

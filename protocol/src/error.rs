@@ -37,6 +37,13 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A permessage-deflate message (RFC 7692), or the zlib stream of a `C:` frame
+    /// (PROTOCOL.md §4), does not inflate: not a DEFLATE or zlib stream, or a bad checksum.
+    /// For permessage-deflate send Close 1007 ([`Error::close_code`]) and close; for a `C:`
+    /// frame drop the message, count it and answer `error` `INVALID_MESSAGE`.
+    #[error("compressed data does not inflate")]
+    BadCompressedData,
+
     // --- envelope (one message; the connection stays open) ---
     /// A data message could not be read as a WSE envelope. Answer `error` `INVALID_MESSAGE`
     /// (or hand the raw message to the application, depending on the caller).
@@ -116,7 +123,7 @@ impl Error {
     pub fn close_code(&self) -> Option<u16> {
         match self {
             Error::Protocol(_) => Some(1002),
-            Error::InvalidUtf8 => Some(1007),
+            Error::InvalidUtf8 | Error::BadCompressedData => Some(1007),
             Error::MessageTooBig { .. } => Some(1009),
             Error::Crypto(_) => Some(1011),
             _ => None,

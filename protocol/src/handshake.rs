@@ -8,8 +8,8 @@
 //!
 //! Left to others: authentication and admission (the token sources are exposed through
 //! [`Request::header`], [`Request::cookie`] and [`Request::query_param`]), routing by path,
-//! permessage-deflate negotiation (the raw offer is passed on in [`Upgrade::extensions`]), and
-//! the handshake deadline, which needs a clock.
+//! permessage-deflate negotiation (the raw offer is passed on in [`Upgrade::extensions`] to
+//! [`crate::extensions`]), and the handshake deadline, which needs a clock.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;

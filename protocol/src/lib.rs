@@ -7,6 +7,8 @@
 //! - [`handshake`]: the HTTP/1.1 upgrade request (RFC 6455 §4.2.1), plain HTTP responses;
 //! - [`frame`], [`mask`], [`close`], [`reader`], [`writer`]: the RFC 6455 frame layer and the
 //!   per-connection receive state machine (fragmentation, control frames, UTF-8, limits);
+//! - [`extensions`], [`deflate`]: permessage-deflate negotiation (RFC 7692 §7) and the
+//!   one-shot compression behind it and behind `C:` frames (PROTOCOL.md §4);
 //! - [`envelope`], [`engine`], [`topic`], [`time`]: the WSE JSON envelope of `PROTOCOL.md` §3
 //!   and the messages the engine answers itself (§7);
 //! - [`msgpack`]: `M:` frames, the envelope as msgpack both ways (§4);
@@ -21,10 +23,12 @@
 
 pub mod auth;
 pub mod close;
+pub mod deflate;
 pub mod e2e;
 pub mod engine;
 pub mod envelope;
 mod error;
+pub mod extensions;
 pub mod filter;
 pub mod frame;
 pub mod handshake;

@@ -10,8 +10,8 @@
 //!
 //! It leaves to others: answering Pings and Closes and sending the Close for an error (the
 //! shard, using [`Error::close_code`] and [`crate::writer`]), inflating compressed messages and
-//! validating their UTF-8 after inflation (the permessage-deflate layer), and what a message
-//! means ([`crate::envelope`]).
+//! validating their UTF-8 after inflation ([`crate::deflate`]), and what a message means
+//! ([`crate::envelope`]).
 
 use std::mem;
 

@@ -65,6 +65,28 @@ pub struct Config {
     pub security: Security,
     /// Certificate chain and private key (PEM files) for `wss://`; plain `ws://` when absent.
     pub tls: Option<TlsFiles>,
+    /// `C:` frames and permessage-deflate (PROTOCOL.md §1, §4).
+    pub compression: Compression,
+}
+
+/// Compression settings (PROTOCOL.md §1, §4, §10); see the flags of the same names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    /// Messages whose JSON is longer than this many bytes are compressed: as `C:` frames,
+    /// or with permessage-deflate on connections that negotiated it.
+    pub threshold: usize,
+    /// zlib level, 1 (fastest) to 9 (smallest).
+    pub level: u8,
+    /// Whether `C:` frames are sent to connections without permessage-deflate.
+    pub c_frames: bool,
+    /// Whether permessage-deflate offers are accepted.
+    pub permessage_deflate: bool,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression { threshold: 1024, level: 1, c_frames: true, permessage_deflate: true }
+    }
 }
 
 /// Topic history and recovery (PROTOCOL.md §7 "Recovery", §10); see the `--history-*` flags.
@@ -228,6 +250,7 @@ impl Default for Config {
             dedup_window_age: Duration::from_secs(300),
             security: Security::default(),
             tls: None,
+            compression: Compression::default(),
         }
     }
 }
@@ -287,6 +310,9 @@ impl Config {
         }
         if history.ttl == zero || self.dedup_window_age == zero {
             return bad("history_ttl and dedup_window_age must be positive".into());
+        }
+        if !(1..=9).contains(&self.compression.level) {
+            return bad(format!("compression_level must be 1-9, got {}", self.compression.level));
         }
         self.security.validate()
     }
@@ -483,6 +509,19 @@ pub struct Cli {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "WSE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Compress messages whose JSON is longer than this many bytes [default: 1024].
+    #[arg(long, env = "WSE_COMPRESSION_THRESHOLD")]
+    pub compression_threshold: Option<usize>,
+    /// zlib compression level, 1 (fastest) to 9 (smallest) [default: 1].
+    #[arg(long, env = "WSE_COMPRESSION_LEVEL")]
+    pub compression_level: Option<u8>,
+    /// Never send `C:` frames (permessage-deflate still compresses where negotiated).
+    #[arg(long, env = "WSE_DISABLE_COMPRESSION")]
+    pub disable_compression: bool,
+    /// Decline permessage-deflate offers (RFC 7692); connections then get `C:` frames.
+    #[arg(long, env = "WSE_DISABLE_PERMESSAGE_DEFLATE")]
+    pub disable_permessage_deflate: bool,
 }
 
 impl Cli {
@@ -538,6 +577,10 @@ impl Cli {
             rate_limit_close_after: self.rate_limit_close_after,
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            compression_threshold: self.compression_threshold,
+            compression_level: self.compression_level,
+            compression: self.disable_compression.then_some(false),
+            permessage_deflate: self.disable_permessage_deflate.then_some(false),
         }
     }
 }
@@ -597,6 +640,10 @@ struct Overrides {
     rate_limit_close_after: Option<f64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    compression_threshold: Option<usize>,
+    compression_level: Option<u8>,
+    compression: Option<bool>,
+    permessage_deflate: Option<bool>,
 }
 
 impl Overrides {
@@ -627,6 +674,10 @@ impl Overrides {
         set_cores(&mut c.cores, self.cores.take(), self.shards)?;
         self.apply_history(&mut c)?;
         self.apply_security(&mut c.security)?;
+        set(&mut c.compression.threshold, self.compression_threshold);
+        set(&mut c.compression.level, self.compression_level);
+        set(&mut c.compression.c_frames, self.compression);
+        set(&mut c.compression.permessage_deflate, self.permessage_deflate);
         c.tls = match (self.tls_cert, self.tls_key, c.tls.take()) {
             (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
             (None, None, previous) => previous,
@@ -908,5 +959,27 @@ mod tests {
         assert_eq!(c.security.rate_limit_capacity, 100_000);
         assert!(c.security.encryption);
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn compression_defaults_follow_the_protocol_table_and_flags_override() {
+        let c = cli(&[]).expect("defaults are valid");
+        assert_eq!(c.compression, Compression::default());
+        assert_eq!((c.compression.threshold, c.compression.level), (1024, 1));
+        assert!(c.compression.c_frames && c.compression.permessage_deflate);
+        let c = cli(&[
+            "--compression-threshold",
+            "0",
+            "--compression-level",
+            "9",
+            "--disable-compression",
+            "--disable-permessage-deflate",
+        ])
+        .expect("valid");
+        let want =
+            Compression { threshold: 0, level: 9, c_frames: false, permessage_deflate: false };
+        assert_eq!(c.compression, want);
+        assert!(cli(&["--compression-level", "0"]).is_err());
+        assert!(cli(&["--compression-level", "10"]).is_err());
     }
 }

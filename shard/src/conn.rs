@@ -59,6 +59,51 @@ pub(crate) const RATE_LIMITED: u16 = 4429;
 /// Close code when the server goes away without a requested code.
 pub(crate) const GOING_AWAY: u16 = 1001;
 
+/// How a connection takes compressed messages; fixed at the upgrade (PROTOCOL.md §1, §4).
+///
+/// Who gets what: a connection that negotiated permessage-deflate gets its large messages
+/// deflated at the WebSocket layer and never `C:` frames (compressing twice gains nothing);
+/// every other WSE connection gets `C:` frames, which the 2.x clients read; echo
+/// connections without the extension get nothing compressed. E2E connections get neither
+/// for sealed frames: `C:` is never used inside `E:`, and ciphertext does not deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Squeeze {
+    /// Nothing is compressed.
+    Off,
+    /// JSON over the threshold goes as a binary `C:` frame.
+    CFrames,
+    /// Messages over the threshold go as permessage-deflate frames (RSV1).
+    Deflate,
+}
+
+impl Squeeze {
+    /// The mode for a connection under `config`, given whether it negotiated
+    /// permessage-deflate and asked for msgpack (`C:` carries JSON only, so a msgpack
+    /// connection without the extension gets nothing compressed).
+    fn for_connection(
+        config: &crate::config::Config,
+        permessage_deflate: bool,
+        msgpack: bool,
+    ) -> Squeeze {
+        if permessage_deflate {
+            Squeeze::Deflate
+        } else if config.compression.c_frames && !config.echo && !msgpack {
+            Squeeze::CFrames
+        } else {
+            Squeeze::Off
+        }
+    }
+}
+
+/// The wire forms a connection asked for at the upgrade.
+#[derive(Debug, Clone, Copy)]
+struct Format {
+    /// `format=msgpack`.
+    msgpack: bool,
+    /// How it takes compressed frames.
+    squeeze: Squeeze,
+}
+
 /// What other tasks of the shard may touch of a connection.
 ///
 /// Invariant: only the connection's own task writes to the socket; everyone else queues
@@ -91,10 +136,13 @@ pub(crate) struct Conn {
     /// The client asked for `format=msgpack`: server messages go as `M:` frames, except the
     /// heartbeats (PROTOCOL.md §4, §7), and unprefixed msgpack is accepted from it.
     pub msgpack: bool,
+    /// Which compressed frames the connection takes (for its JSON frames; `M:` frames are
+    /// never compressed).
+    pub squeeze: Squeeze,
 }
 
 impl Conn {
-    fn new(id: ConnId, now: Instant, identity: Option<Identity>, msgpack: bool) -> Conn {
+    fn new(id: ConnId, now: Instant, identity: Option<Identity>, format: Format) -> Conn {
         let (user_id, expires_at, acl) = match identity {
             Some(id) => (Some(id.user_id), id.expires_at, id.acl),
             None => (None, 0, None),
@@ -113,7 +161,8 @@ impl Conn {
             expires_at,
             acl: RefCell::new(acl),
             e2e: RefCell::new(None),
-            msgpack,
+            msgpack: format.msgpack,
+            squeeze: format.squeeze,
         }
     }
 
@@ -266,22 +315,24 @@ enum Step {
 
 impl Session {
     async fn start(shard: Rc<Shard>, upgraded: Upgraded, peer: SocketAddr) {
-        let Upgraded { stream, request, leftover, admission } = upgraded;
+        let Upgraded { stream, request, leftover, admission, permessage_deflate } = upgraded;
         let (identity, refused) = match admission {
             Admission::Anonymous => (None, None),
             Admission::User(identity) => (Some(identity), None),
             Admission::Refused(error) => (None, Some(error)),
         };
         let now = Instant::now();
+        let config = &shard.shared.config;
         let msgpack = request.query_param("format").as_deref() == Some("msgpack");
-        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity, msgpack));
+        let squeeze = Squeeze::for_connection(config, permessage_deflate, msgpack);
+        let format = Format { msgpack, squeeze };
+        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity, format));
         if msgpack {
             ShardMetrics::add(&shard.shared.metrics.msgpack_connections, 1);
         }
-        let config = &shard.shared.config;
         let reader = Reader::new(ReaderConfig {
             max_message_size: config.max_message_size,
-            allow_rsv1: false,
+            allow_rsv1: permessage_deflate,
         });
         let inbound = InboundLimit::new(&config.security, now);
         shard.conns.borrow_mut().insert(conn.id, Rc::clone(&conn));
@@ -359,6 +410,10 @@ impl Session {
             if let Some(reason) = self.event(event).await {
                 return Some(reason);
             }
+            if self.conn.is_closing() {
+                // The close is sent by the main loop; later input is not acted on.
+                return None;
+            }
         }
         let error = result.err()?;
         debug!(conn = self.conn.id.0, %error, "failing the connection");
@@ -368,8 +423,16 @@ impl Session {
 
     async fn event(&mut self, event: Event) -> Option<CloseReason> {
         match event {
-            Event::Message { text, data, .. } => {
+            Event::Message { text, data, compressed } => {
                 ShardMetrics::add(&self.shard.metrics().messages_in, 1);
+                let data = if compressed {
+                    match self.inflate(text, data) {
+                        Ok(data) => data,
+                        Err(code) => return Some(self.close_by_server(code, true).await),
+                    }
+                } else {
+                    data
+                };
                 self.message(text, data).await;
                 None
             }

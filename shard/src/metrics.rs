@@ -213,6 +213,50 @@ impl DropReason {
     }
 }
 
+/// A compressed wire form (PROTOCOL.md §4, RFC 7692).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// A binary `C:` frame: the zlib stream of the JSON.
+    CFrame,
+    /// A permessage-deflate message (RSV1 set).
+    PerMessageDeflate,
+}
+
+impl Codec {
+    const ALL: [Codec; 2] = [Codec::CFrame, Codec::PerMessageDeflate];
+
+    fn label(self) -> &'static str {
+        match self {
+            Codec::CFrame => "c_frame",
+            Codec::PerMessageDeflate => "permessage_deflate",
+        }
+    }
+}
+
+/// Why an inbound compressed message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InflateRefusal {
+    /// It inflated past `max_message_size` (a zlib bomb, or just too big): close 1009.
+    TooBig,
+    /// Not a DEFLATE or zlib stream: close 1007 (permessage-deflate) or dropped (`C:`).
+    BadData,
+    /// A text message that inflated to invalid UTF-8: close 1007.
+    InvalidUtf8,
+}
+
+impl InflateRefusal {
+    const ALL: [InflateRefusal; 3] =
+        [InflateRefusal::TooBig, InflateRefusal::BadData, InflateRefusal::InvalidUtf8];
+
+    fn label(self) -> &'static str {
+        match self {
+            InflateRefusal::TooBig => "too_big",
+            InflateRefusal::BadData => "bad_data",
+            InflateRefusal::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+}
+
 /// Selects one counter of a shard.
 type Field = fn(&ShardMetrics) -> &AtomicU64;
 
@@ -280,6 +324,10 @@ pub struct ShardMetrics {
     drops_by_priority: [AtomicU64; Priority::COUNT],
     security: [AtomicU64; SecurityEvent::ALL.len()],
     history_evictions: [AtomicU64; Reason::ALL.len()],
+    compressions: [AtomicU64; Codec::ALL.len()],
+    saved_bytes: [AtomicU64; Codec::ALL.len()],
+    inflated: [AtomicU64; Codec::ALL.len()],
+    inflate_refusals: [AtomicU64; InflateRefusal::ALL.len()],
 }
 
 impl ShardMetrics {
@@ -328,6 +376,27 @@ impl ShardMetrics {
     /// Counts one security decision.
     pub fn security(&self, event: SecurityEvent) {
         Self::add(&self.security[event as usize], 1);
+    }
+
+    /// Counts one message compressed into `codec` (a publication counts once, however many
+    /// subscribers share the frame).
+    pub fn compressed(&self, codec: Codec) {
+        Self::add(&self.compressions[codec as usize], 1);
+    }
+
+    /// Counts `n` bytes that a queued `codec` frame saved against the uncompressed frame.
+    pub fn saved(&self, codec: Codec, n: u64) {
+        Self::add(&self.saved_bytes[codec as usize], n);
+    }
+
+    /// Counts one inbound message inflated from `codec`.
+    pub fn inflated(&self, codec: Codec) {
+        Self::add(&self.inflated[codec as usize], 1);
+    }
+
+    /// Counts one inbound compressed message refused.
+    pub fn inflate_refused(&self, why: InflateRefusal) {
+        Self::add(&self.inflate_refusals[why as usize], 1);
     }
 
     /// Reads a close counter (tests and health).
@@ -495,7 +564,38 @@ impl Metrics {
             SecurityEvent::ALL.iter().map(|e| (e.label(), *e as usize)),
             |m, i| &m.security[i],
         );
+        self.compression(&mut out);
         out
+    }
+
+    /// The compression series: what was compressed and saved, what inflated or was refused.
+    fn compression(&self, out: &mut String) {
+        let codecs = || Codec::ALL.iter().map(|c| (c.label(), *c as usize));
+        let help = "Outbound messages compressed (a publication once for all subscribers).";
+        self.labelled(out, "wse_compressions_total", help, "format", codecs(), |m, i| {
+            &m.compressions[i]
+        });
+        let help = "Bytes saved by compressed frames queued, against the uncompressed frame.";
+        self.labelled(
+            out,
+            "wse_compression_saved_bytes_total",
+            help,
+            "format",
+            codecs(),
+            |m, i| &m.saved_bytes[i],
+        );
+        let help = "Inbound compressed messages inflated.";
+        self.labelled(out, "wse_inflated_messages_total", help, "format", codecs(), |m, i| {
+            &m.inflated[i]
+        });
+        self.labelled(
+            out,
+            "wse_inflate_refusals_total",
+            "Inbound compressed messages refused, by reason.",
+            "reason",
+            InflateRefusal::ALL.iter().map(|r| (r.label(), *r as usize)),
+            |m, i| &m.inflate_refusals[i],
+        );
     }
 
     fn per_shard(
@@ -571,6 +671,15 @@ mod tests {
         assert!(text.contains("wse_connections{shard=\"1\"} 3"));
         assert!(text.contains("wse_closes_total{reason=\"idle_timeout\"} 2"));
         assert!(text.contains("\nwse_msgpack_connections 0\n"));
+        m.shards[0].compressed(Codec::CFrame);
+        m.shards[1].saved(Codec::PerMessageDeflate, 700);
+        m.shards[1].inflate_refused(InflateRefusal::TooBig);
+        let text = m.prometheus();
+        assert!(text.contains("wse_compressions_total{format=\"c_frame\"} 1"));
+        assert!(
+            text.contains("wse_compression_saved_bytes_total{format=\"permessage_deflate\"} 700")
+        );
+        assert!(text.contains("wse_inflate_refusals_total{reason=\"too_big\"} 1"));
         assert_eq!(m.connections(), 3);
     }
 

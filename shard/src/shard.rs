@@ -50,6 +50,7 @@ use wse_fanout::index::TopicIndex;
 use wse_fanout::mesh::{Encoded, MeshSetup, Publication, PublishRequest, Rings};
 use wse_fanout::sequencer::TopicSequencer;
 use wse_protocol::auth::TopicRules;
+use wse_protocol::deflate::{Deflater, Inflater};
 use wse_protocol::e2e::IvPool;
 use wse_protocol::engine::{self, RecoveryAnswer};
 use wse_protocol::envelope::{self, DirectMeta, Priority, PublicationMeta};
@@ -59,8 +60,8 @@ use wse_protocol::msgpack;
 use wse_protocol::signing;
 use wse_protocol::writer;
 
-use crate::conn::{self, Conn};
-use crate::metrics::{DropReason, ShardMetrics};
+use crate::conn::{self, Conn, Squeeze};
+use crate::metrics::{Codec, DropReason, ShardMetrics};
 use crate::outqueue::{Push, FRAME_OVERHEAD};
 use crate::security;
 use crate::server::{Control, DirectEvent, Shared};
@@ -94,6 +95,10 @@ pub(crate) struct Shard {
     pub ivs: RefCell<IvPool>,
     /// Regexes of subscription filters, shared by the shard's subscriptions.
     pub regexes: RefCell<RegexCache>,
+    /// The one compressor of the shard (`C:` frames and permessage-deflate, one-shot).
+    deflater: RefCell<Deflater>,
+    /// The one decompressor of the shard, bounded by `max_message_size`.
+    pub inflater: RefCell<Inflater>,
     rings: Rings,
     /// Publish requests waiting for the owner task, in arrival order.
     owner_queue: LocalSender<PublishRequest>,
@@ -145,14 +150,16 @@ impl Shard {
             sequencer: RefCell::new(TopicSequencer::default()),
             dedup: RefCell::new(dedup),
             history: RefCell::new(history),
-            shared,
             read_buf: RefCell::new(vec![0; READ_BUF].into_boxed_slice()),
             ivs: RefCell::new(IvPool::new()),
             regexes: RefCell::new(RegexCache::new()),
+            deflater: RefCell::new(new_deflater(config.compression.level)),
+            inflater: RefCell::new(Inflater::new(config.max_message_size)),
             rings,
             owner_queue,
             next_conn: Cell::new(1),
             stopping: Cell::new(false),
+            shared,
         }
     }
 
@@ -220,6 +227,7 @@ impl Shard {
             .flatten();
         let t = request.event_type.as_deref().unwrap_or(&request.topic);
         let json = self.sign_if_selected(t, json);
+        let (compressed, deflated) = self.compress_publication(&json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
         let publication = Publication {
@@ -229,6 +237,8 @@ impl Shard {
             offset: stamp.offset,
             frame,
             json,
+            compressed,
+            deflated,
             msgpack,
         };
         ShardMetrics::add(&self.metrics().publications, 1);
@@ -238,6 +248,65 @@ impl Shard {
                 debug!(peer, "peer shard is gone; delivery skipped during shutdown");
             }
         }
+    }
+
+    /// The `C:` frame and the permessage-deflate frame of a publication's JSON, from one
+    /// compression, when the JSON is over the threshold and shrinks; each only when some
+    /// connection may take it.
+    fn compress_publication(&self, json: &[u8]) -> (Option<Bytes>, Option<Bytes>) {
+        let settings = &self.shared.config.compression;
+        let wanted = settings.c_frames || settings.permessage_deflate;
+        if !wanted || json.len() <= settings.threshold {
+            return (None, None);
+        }
+        let mut deflater = self.deflater.borrow_mut();
+        let Some(compressed) = deflater.compress(json) else { return (None, None) };
+        let c_frame = settings.c_frames.then(|| {
+            self.metrics().compressed(Codec::CFrame);
+            Bytes::from(compressed.c_frame())
+        });
+        let deflated = settings.permessage_deflate.then(|| {
+            self.metrics().compressed(Codec::PerMessageDeflate);
+            let text = OpCode::Data(wse_protocol::frame::Data::Text);
+            Bytes::from(compressed.deflate_frame(text))
+        });
+        (c_frame, deflated)
+    }
+
+    /// `payload` as one frame with `opcode` for a connection that takes `squeeze`:
+    /// compressed when it is over the threshold, `may_compress()` allows it and it
+    /// shrinks, else plain.
+    pub(crate) fn frame_of(
+        &self,
+        squeeze: Squeeze,
+        opcode: OpCode,
+        payload: &[u8],
+        may_compress: impl FnOnce() -> bool,
+    ) -> Bytes {
+        let plain = || {
+            let mut frame = Vec::with_capacity(payload.len() + 10);
+            writer::encode_frame(opcode, payload, &mut frame);
+            Bytes::from(frame)
+        };
+        let codec = match squeeze {
+            Squeeze::Off => return plain(),
+            Squeeze::CFrames => Codec::CFrame,
+            Squeeze::Deflate => Codec::PerMessageDeflate,
+        };
+        if payload.len() <= self.shared.config.compression.threshold || !may_compress() {
+            return plain();
+        }
+        let mut deflater = self.deflater.borrow_mut();
+        let Some(compressed) = deflater.compress(payload) else { return plain() };
+        let (frame, payload_len) = match codec {
+            Codec::CFrame => (compressed.c_frame(), compressed.c_payload_len()),
+            Codec::PerMessageDeflate => {
+                (compressed.deflate_frame(opcode), compressed.deflate_payload_len())
+            }
+        };
+        self.metrics().compressed(codec);
+        self.metrics().saved(codec, (payload.len() - payload_len) as u64);
+        Bytes::from(frame)
     }
 
     /// Appends `sig` (PROTOCOL.md §6, the shared key) when messages of type `t` are
@@ -303,16 +372,25 @@ impl Shard {
         }
     }
 
-    /// Queues `publication` for one connection: the shared JSON frame, or the `M:` one on a
-    /// msgpack connection, sealed for that connection when it is E2E. Live delivery and
-    /// replay both come through here, so a replay is encoded as live delivery is.
+    /// Queues `publication` for one connection in the form it takes: the `M:` frame on a
+    /// msgpack connection, else the shared JSON frame, compressed (`C:` or permessage-deflate)
+    /// as the connection takes it; sealed for that connection when it is E2E (never
+    /// compressed then). Live delivery and replay both come through here, so a replay is
+    /// filtered and encoded as live delivery is.
     fn queue_publication(&self, conn: &Conn, publication: &Publication, formats: &Formats<'_>) {
         let msgpack = if conn.msgpack { formats.msgpack() } else { None };
-        let (body, shared) = match msgpack {
-            Some(encoded) => (&encoded.body, &encoded.frame),
-            None => (&publication.json, &publication.frame),
+        let mut saved = None;
+        let frame = match msgpack {
+            Some(encoded) => {
+                conn.frame_for(&self.ivs, &encoded.body, false, || encoded.frame.clone())
+            }
+            None => conn.frame_for(&self.ivs, &publication.json, false, || {
+                let (frame, codec) = shared_frame(publication, conn.squeeze);
+                saved = codec.map(|c| (c, publication.frame.len().saturating_sub(frame.len())));
+                frame
+            }),
         };
-        let Some(frame) = conn.frame_for(&self.ivs, body, false, || shared.clone()) else {
+        let Some(frame) = frame else {
             return self.metrics().dropped(DropReason::SealFailed, 1);
         };
         if msgpack.is_some() {
@@ -321,6 +399,9 @@ impl Shard {
         let budget = self.shared.config.max_outbound_queue_bytes;
         let topic = &publication.topic;
         let outcome = conn.out.borrow_mut().push_publication(publication.pri, topic, frame, budget);
+        if let (Some((codec, n)), Push::Queued { .. }) = (saved, outcome) {
+            self.metrics().saved(codec, n as u64);
+        }
         self.account(conn, outcome);
     }
 
@@ -397,8 +478,9 @@ impl Shard {
 
     /// The frame of a direct message of type `t` for `conn`: next `seq`, fresh id, `pri` in
     /// the envelope unless NORMAL, signed when `t` is selected for signing, sealed on an E2E
-    /// connection unless `t` stays plaintext; a text frame, or binary when `binary`.
-    /// `None` when sealing failed (counted).
+    /// connection unless `t` stays plaintext; an `M:` frame on a msgpack connection, else a
+    /// text frame (binary when `binary`) compressed as the connection takes it when it is
+    /// over the threshold. `None` when sealing failed (counted).
     pub(crate) fn direct_frame(
         &self,
         conn: &Conn,
@@ -423,7 +505,10 @@ impl Shard {
         } else {
             let sign = stays_plain || !conn.is_encrypted();
             let json = if sign { self.sign_if_selected(t, json) } else { json };
-            let plain = || if binary { binary_frame(&json) } else { text_frame(&json) };
+            // Heartbeats are never `C:` frames: 2.x clients match their first bytes as text.
+            let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
+            let may_compress = || t != "PONG" && t != "ping";
+            let plain = || self.frame_of(conn.squeeze, opcode, &json, may_compress);
             conn.frame_for(&self.ivs, &json, stays_plain, plain)
         };
         if frame.is_none() {
@@ -596,6 +681,29 @@ async fn housekeeping(shard: Rc<Shard>) {
         }
         shard.sweep(now);
     }
+}
+
+/// The frame of `publication` a connection that takes `squeeze` gets, shared with every such
+/// subscriber, and the codec when it is a compressed one.
+fn shared_frame(publication: &Publication, squeeze: Squeeze) -> (Bytes, Option<Codec>) {
+    let compressed = match squeeze {
+        Squeeze::Off => None,
+        Squeeze::CFrames => publication.compressed.clone().map(|f| (f, Codec::CFrame)),
+        Squeeze::Deflate => publication.deflated.clone().map(|f| (f, Codec::PerMessageDeflate)),
+    };
+    match compressed {
+        Some((frame, codec)) => (frame, Some(codec)),
+        None => (publication.frame.clone(), None),
+    }
+}
+
+/// The shard's compressor; the level was validated with the configuration.
+fn new_deflater(level: u8) -> Deflater {
+    Deflater::new(level).unwrap_or_else(|_| {
+        // Config::validate refuses other levels; fall back rather than stop a shard.
+        tracing::error!(level, "compression level out of range; using 1");
+        Deflater::default()
+    })
 }
 
 /// The shard that owns connection `conn` (see [`Shard::next_conn_id`]).

@@ -8,8 +8,8 @@
 //! of a rejected input would reach the UNHARMED bystander (NO-DELIVERY), and a positive
 //! control must reach it exactly once. UNHARMED is asserted at the end of every case.
 //!
-//! Not here: C01's `Authorization` rows (issue #3, security), the permessage-deflate variants
-//! of C03 and C05 (issue #4), C08 and C09.
+//! Not here: C01's `Authorization` rows (issue #3, security), C08 and the
+//! permessage-deflate variants of C03 and C05 (in `compression.rs`), and C09.
 
 mod common;
 
@@ -225,7 +225,7 @@ fn trickle_until_closed(mut client: RawClient, bytes: &[u8], every: Duration) ->
 #[test]
 fn c03_unmasked_frames_rsv_bits_and_reserved_opcodes_fail_with_1002() {
     // The permessage-deflate rows (RSV1 on continuation and Ping with the extension
-    // negotiated) belong to issue #4 and are skipped.
+    // negotiated) are in `compression.rs`.
     let mut bench = Bench::start(&[]);
     let hello = b"hello".to_vec();
     let mut inputs = vec![
@@ -365,7 +365,7 @@ fn c04_control_frames_between_fragments_are_answered_and_misplaced_frames_fail()
 
 #[test]
 fn c05_utf8_is_validated_across_fragment_boundaries() {
-    // The permessage-deflate repetitions belong to issue #4 and are skipped.
+    // The permessage-deflate repetitions are in `compression.rs`.
     let mut bench = Bench::start(&[]);
     let kosme = hex("ce ba e1 bd b9 cf 83 ce bc ce b5");
     let mut inputs = vec![

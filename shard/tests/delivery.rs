@@ -67,9 +67,12 @@ fn assert_consecutive_per_topic(got: &[Got]) {
 
 #[test]
 fn a_slow_reader_loses_its_lowest_priorities_first_within_its_budget_and_slows_no_one() {
+    // Uncompressed, so that the padded publications really fill the budget (as C: frames
+    // they would shrink a hundredfold).
     let server = Server::start(&[
         "--shards",
         "2",
+        "--disable-compression",
         "--allow-client-publish",
         "--max-outbound-queue-bytes",
         "262144",
@@ -163,6 +166,7 @@ fn a_slow_reader_loses_its_lowest_priorities_first_within_its_budget_and_slows_n
 #[test]
 fn a_slow_reader_whose_critical_backlog_does_not_fit_is_closed_with_4503() {
     let server = Server::start(&[
+        "--disable-compression",
         "--allow-client-publish",
         "--max-outbound-queue-bytes",
         "65536",

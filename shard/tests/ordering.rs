@@ -32,6 +32,8 @@ fn priority_never_reorders_a_topic_nor_direct_messages_of_one_priority() {
         port: 0,
         cores: defaults.cores[..1].to_vec(),
         max_outbound_queue_bytes: 256 << 20,
+        // The 64 KiB filler must fill the client's buffers, not shrink into C: frames.
+        compression: wse_shard::config::Compression { c_frames: false, ..defaults.compression },
         ping_interval: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(120),
         ..defaults

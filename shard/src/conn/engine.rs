@@ -27,7 +27,6 @@ use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::handshake::Request;
 use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
-use wse_protocol::writer;
 
 use super::{Session, AUTH_FAILED};
 use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
@@ -70,6 +69,12 @@ impl Session {
             return;
         }
         let Some((data, sealed)) = self.unseal(text, data) else { return };
+        let data = if sealed {
+            data
+        } else {
+            let Some(data) = self.inflate_c_frame(text, data) else { return };
+            data
+        };
         let msgpack_body = if text { None } else { msgpack::body_of(&data, self.conn.msgpack) };
         let inbound = if let Some(body) = msgpack_body {
             let Some(inbound) = self.read_msgpack(body, sealed) else { return };
@@ -374,9 +379,8 @@ impl Session {
 
     fn echo(&mut self, text: bool, data: &[u8]) {
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-        let mut frame = Vec::with_capacity(data.len() + 10);
-        writer::encode_frame(opcode, data, &mut frame);
-        self.queue(Priority::Normal, Bytes::from(frame));
+        let frame = self.shard.frame_of(self.conn.squeeze, opcode, data, || true);
+        self.queue(Priority::Normal, frame);
     }
 
     /// Builds a message of type `t` addressed to this connection (next `seq`, fresh id),
@@ -405,7 +409,7 @@ impl Session {
 /// What this engine offers under the running configuration.
 fn features(shared: &Shared) -> Features {
     Features {
-        compression: false,
+        compression: shared.config.compression.c_frames,
         encryption: shared.config.security.encryption,
         msgpack: true,
         recovery: shared.config.history.enabled,

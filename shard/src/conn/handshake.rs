@@ -19,6 +19,7 @@ use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::timer::timeout;
 use tracing::debug;
 use wse_protocol::auth::AuthError;
+use wse_protocol::extensions::negotiate_permessage_deflate;
 use wse_protocol::handshake::{self, HandshakeLimits, Request};
 use wse_protocol::Error as ProtocolError;
 
@@ -37,6 +38,8 @@ pub(crate) struct Upgraded {
     pub leftover: Vec<u8>,
     /// The token's verdict. A refusal gets here only in the `close` failure mode.
     pub admission: Admission,
+    /// permessage-deflate was agreed in the `101` (RFC 7692).
+    pub permessage_deflate: bool,
 }
 
 /// Runs the handshake under the configured deadline. `None` when the socket was answered
@@ -50,8 +53,8 @@ pub(super) async fn run(shard: &Rc<Shard>, stream: Transport, ticket: Ticket) ->
     ShardMetrics::dec(&metrics.handshaking);
     drop(ticket);
     match outcome {
-        Ok(Some((request, leftover, admission))) => {
-            Some(Upgraded { stream, request, leftover, admission })
+        Ok(Some((request, leftover, admission, permessage_deflate))) => {
+            Some(Upgraded { stream, request, leftover, admission, permessage_deflate })
         }
         Ok(None) => None,
         Err(_) => {
@@ -134,12 +137,25 @@ async fn upgrade(
         answer_and_close(stream, &response).await;
         return None;
     }
-    let response = handshake::switching_protocols(&upgrade, &[]);
+    let deflate = permessage_deflate_answer(shard, &upgrade);
+    let extensions: Vec<(&str, &str)> =
+        deflate.iter().map(|value| ("Sec-WebSocket-Extensions", value.as_str())).collect();
+    let response = handshake::switching_protocols(&upgrade, &extensions);
     if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
         shard.shared.admitted.fetch_sub(1, Ordering::AcqRel);
         return None;
     }
-    Some((request, leftover, admission))
+    Some((request, leftover, admission, deflate.is_some()))
+}
+
+/// The `Sec-WebSocket-Extensions` answer when permessage-deflate is enabled and the request
+/// offered it acceptably; `None` declines (the upgrade goes on uncompressed).
+fn permessage_deflate_answer(shard: &Shard, upgrade: &handshake::Upgrade) -> Option<String> {
+    if !shard.shared.config.compression.permessage_deflate {
+        return None;
+    }
+    let agreement = negotiate_permessage_deflate(upgrade.extensions.as_deref()?)?;
+    Some(agreement.response())
 }
 
 /// The origin check and the token check (PROTOCOL.md §2). `None` when the request was
@@ -238,8 +254,9 @@ async fn read_some(shard: &Shard, stream: &mut Transport, head: &mut Vec<u8>) ->
     .await
 }
 
-/// A request that may be upgraded: the request, the bytes after its head, the verdict.
-type Accepted = (Request, Vec<u8>, Admission);
+/// A request that may be upgraded: the request, the bytes after its head, the verdict, and
+/// whether permessage-deflate was agreed.
+type Accepted = (Request, Vec<u8>, Admission, bool);
 
 /// How long a refused socket is drained before it is closed.
 const LINGER: Duration = Duration::from_millis(500);

@@ -5,18 +5,30 @@
 //! with 4429), E2E decryption of `E:` frames (§5; a frame that does not open is dropped and
 //! counted), and the signature of plaintext JSON when the server requires one (§6). A frame
 //! sealed under the connection's E2E key needs no `sig`: AES-GCM already authenticates it.
+//!
+//! Compressed input is inflated here too, through the shard's one bounded inflater: a
+//! permessage-deflate message before anything else (its inflated size is capped at
+//! `max_message_size`: over it close 1009, bad data or bad UTF-8 close 1007), and a `C:`
+//! frame after E2E (over the cap close 1009; bad data is dropped with `INVALID_MESSAGE`).
+//! Bare zlib (a binary message starting `0x78`) is not inflated: PROTOCOL.md §4 lists it
+//! only as something servers never send, not as something clients may.
+//! Both inflate one whole message at once, so the UTF-8 of a compressed text message is
+//! judged when the message is complete, not fragment by fragment.
+//! TODO(#4): no fail-fast UTF-8 for fragmented compressed text (C05 non-strict): libdeflate
+//! only inflates whole streams; failing on the fragment would need a streaming inflater.
 
 use std::time::{Duration, Instant};
 
+use wse_protocol::deflate::c_frame_body;
 use wse_protocol::engine::{self, RateLimitStatus};
 use wse_protocol::envelope::{Inbound, Priority};
 use wse_protocol::msgpack;
 use wse_protocol::ratelimit::{Take, TokenBucket};
-use wse_protocol::signing;
+use wse_protocol::{signing, Error as ProtocolError};
 
 use super::{Session, RATE_LIMITED};
 use crate::config::Security;
-use crate::metrics::{SecurityEvent, ShardMetrics};
+use crate::metrics::{Codec, InflateRefusal, SecurityEvent, ShardMetrics};
 
 /// A connection's inbound rate limit and what it has told the client about it.
 pub(super) struct InboundLimit {
@@ -183,6 +195,49 @@ impl Session {
         }
     }
 
+    /// Inflates a permessage-deflate message; `Err` carries the close code to fail with.
+    pub(super) fn inflate(&mut self, text: bool, data: Vec<u8>) -> Result<Vec<u8>, u16> {
+        let inflated = self.shard.inflater.borrow_mut().inflate_message(data, text);
+        let metrics = self.shard.metrics();
+        match inflated {
+            Ok(message) => {
+                metrics.inflated(Codec::PerMessageDeflate);
+                Ok(message)
+            }
+            Err(error) => {
+                metrics.inflate_refused(refusal(&error));
+                tracing::debug!(conn = self.conn.id.0, %error, "permessage-deflate refused");
+                Err(error.close_code().unwrap_or(1007))
+            }
+        }
+    }
+
+    /// Inflates a plaintext binary `C:` frame (PROTOCOL.md §4); other messages pass as they
+    /// are. `None` when the message was refused: too big closes with 1009, data that does
+    /// not inflate is answered with `INVALID_MESSAGE`.
+    pub(super) fn inflate_c_frame(&mut self, text: bool, data: Vec<u8>) -> Option<Vec<u8>> {
+        let Some(zlib) = c_frame_body(&data).filter(|_| !text) else { return Some(data) };
+        let inflated = self.shard.inflater.borrow_mut().inflate_zlib(zlib);
+        match inflated {
+            Ok(message) => {
+                self.shard.metrics().inflated(Codec::CFrame);
+                return Some(message);
+            }
+            Err(error) => {
+                self.shard.metrics().inflate_refused(refusal(&error));
+                tracing::debug!(conn = self.conn.id.0, %error, "C: frame refused");
+                if let Some(code @ 1009) = error.close_code() {
+                    self.conn.request_close(code);
+                    return None;
+                }
+            }
+        }
+        self.send_direct(Priority::High, "error", None, |meta, out| {
+            engine::error("INVALID_MESSAGE", "C: frame does not inflate", true, None, meta, out);
+        });
+        None
+    }
+
     /// Whether a plaintext JSON message carries a valid `sig` when one is required. A
     /// refused message is counted and answered with `BAD_SIGNATURE`.
     pub(super) fn signature_ok(&mut self, json: &[u8]) -> bool {
@@ -200,6 +255,15 @@ impl Session {
             engine::error("BAD_SIGNATURE", "signature missing or invalid", true, None, meta, out);
         });
         false
+    }
+}
+
+/// The metric for an inflation that failed.
+fn refusal(error: &ProtocolError) -> InflateRefusal {
+    match error {
+        ProtocolError::MessageTooBig { .. } => InflateRefusal::TooBig,
+        ProtocolError::InvalidUtf8 => InflateRefusal::InvalidUtf8,
+        _ => InflateRefusal::BadData,
     }
 }
 

@@ -565,9 +565,9 @@ impl RawClient {
             let frame = self.read_frame(left).unwrap_or_else(|e| panic!("no JSON message: {e:?}"));
             match frame.opcode() {
                 PING => self.send(&masked(FIN | PONG, &frame.payload, random_key())),
-                TEXT => {
-                    let value = json::parse(&frame.payload)
-                        .unwrap_or_else(|| panic!("not JSON: {}", frame.text()));
+                TEXT | BINARY => {
+                    let value =
+                        frame_json(&frame).unwrap_or_else(|| panic!("not JSON: {}", frame.text()));
                     if !is_heartbeat(&value) {
                         return value;
                     }
@@ -752,6 +752,22 @@ pub fn recovery_entry(
     ))
 }
 
+/// The JSON a server frame carries: a text frame as it is, a binary `C:` frame inflated
+/// (PROTOCOL.md §4), a binary `{` frame as it is. `None` for anything else.
+pub fn frame_json(frame: &Frame) -> Option<Value> {
+    match (frame.opcode(), frame.payload.strip_prefix(b"C:")) {
+        (BINARY, Some(zlib)) => json::parse(&inflate_zlib(zlib)),
+        (TEXT | BINARY, _) => json::parse(&frame.payload),
+        _ => None,
+    }
+}
+
+/// Inflates a zlib stream (RFC 1950) with miniz_oxide, independent of the server's
+/// libdeflate; panics when it does not inflate.
+pub fn inflate_zlib(zlib: &[u8]) -> Vec<u8> {
+    miniz_oxide::inflate::decompress_to_vec_zlib(zlib).expect("a zlib stream")
+}
+
 /// Whether `value` is a server heartbeat (`{"c":"WSE","t":"ping",...}`).
 pub fn is_heartbeat(value: &Value) -> bool {
     value.str_at("c") == Some("WSE") && value.str_at("t") == Some("ping")
@@ -837,7 +853,7 @@ impl LiveClient {
                 }
                 PONG => Seen::Pong(frame.payload),
                 CLOSE => Seen::Close(frame.close_code()),
-                _ => match json::parse(&frame.payload) {
+                _ => match frame_json(&frame) {
                     Some(v) if is_heartbeat(&v) => continue,
                     Some(v) => Seen::Json(v),
                     None => continue,
@@ -1116,7 +1132,10 @@ pub fn ws_next_json(ws: &mut Ws) -> Value {
                     return value;
                 }
             }
-            tungstenite::Message::Binary(data) => panic!("unexpected binary {data:?}"),
+            tungstenite::Message::Binary(data) => {
+                let zlib = data.strip_prefix(b"C:").expect("binary frames are C: frames");
+                return json::parse(&inflate_zlib(zlib)).expect("JSON in the C: frame");
+            }
             _ => {}
         }
     }
