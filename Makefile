@@ -89,6 +89,11 @@ membench: build ## resident memory per idle connection at 10,000 connections
 fanout-bench: build ## deliveries per second to 1,000 subscribers of one topic, RSS with one stalled
 	scripts/fanout-bench.sh
 
+.PHONY: drainbench
+drainbench: ## events per second through the application's drain (engine in-process)
+	cargo build --release -p wse-bench --bin drainbench
+	$(TARGET_DIR)/release/drainbench
+
 .PHONY: test
 test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance ## every check CI runs
 

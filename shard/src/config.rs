@@ -67,6 +67,31 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// `C:` frames and permessage-deflate (PROTOCOL.md §1, §4).
     pub compression: Compression,
+    /// Whether an application drains events ([`crate::App::drain`]). Off in the standalone
+    /// binary, which has no application: then no events are produced, no `sync_request`
+    /// holds publications back, and no connection information is kept. Set only through the
+    /// library API (no flag).
+    pub app_events: bool,
+    /// Whether every connection waits, without `server_ready`, for the application's
+    /// `accept` or `reject` (PROTOCOL.md §2); closed with 4401 after `handshake_timeout`.
+    /// Needs `app_events`; set only through the library API.
+    pub require_accept: bool,
+    /// Data events waiting per shard for the application; then that shard's connections
+    /// stop reading their sockets until the application catches up.
+    pub max_inbound_queue_size: usize,
+    /// Bytes of data events waiting per shard for the application (their size as received).
+    pub max_inbound_queue_bytes: usize,
+    /// Calls from the application waiting per shard.
+    pub control_capacity: usize,
+    /// How long an application call waits for room in a full control ring, or for a shard's
+    /// answer, before it fails with [`crate::Error::Busy`].
+    pub publish_timeout: Duration,
+    /// How long publications are held back after a `sync_request` when the application does
+    /// not call `snapshot_complete`.
+    pub snapshot_timeout: Duration,
+    /// Bytes of a connection's request headers and query kept for
+    /// [`crate::App::connection_info`]; headers past it are left out.
+    pub max_connection_info_bytes: usize,
 }
 
 /// Compression settings (PROTOCOL.md §1, §4, §10); see the flags of the same names.
@@ -251,6 +276,14 @@ impl Default for Config {
             security: Security::default(),
             tls: None,
             compression: Compression::default(),
+            app_events: false,
+            require_accept: false,
+            max_inbound_queue_size: 65_536,
+            max_inbound_queue_bytes: 64 << 20,
+            control_capacity: 65_536,
+            publish_timeout: Duration::from_secs(1),
+            snapshot_timeout: Duration::from_secs(5),
+            max_connection_info_bytes: 4096,
         }
     }
 }
@@ -313,6 +346,18 @@ impl Config {
         }
         if !(1..=9).contains(&self.compression.level) {
             return bad(format!("compression_level must be 1-9, got {}", self.compression.level));
+        }
+        if self.max_inbound_queue_size == 0 || self.control_capacity == 0 {
+            return bad("max_inbound_queue_size and control_capacity must be positive".into());
+        }
+        if self.max_inbound_queue_bytes < self.max_message_size {
+            return bad("max_inbound_queue_bytes must be at least max_message_size".into());
+        }
+        if self.require_accept && !self.app_events {
+            return bad("require_accept needs app_events: someone must accept".into());
+        }
+        if self.publish_timeout == zero || self.snapshot_timeout == zero {
+            return bad("publish_timeout and snapshot_timeout must be positive".into());
         }
         self.security.validate()
     }
@@ -503,6 +548,26 @@ pub struct Cli {
     /// Seconds a connection may stay over its limit before close 4429 [default: 10].
     #[arg(long, env = "WSE_RATE_LIMIT_CLOSE_AFTER")]
     pub rate_limit_close_after: Option<f64>,
+    /// Data events waiting per shard for the application; then reading stops [default: 65536].
+    #[arg(long, env = "WSE_MAX_INBOUND_QUEUE_SIZE")]
+    pub max_inbound_queue_size: Option<usize>,
+    /// Bytes of data events waiting per shard for the application [default: 67108864].
+    #[arg(long, env = "WSE_MAX_INBOUND_QUEUE_BYTES")]
+    pub max_inbound_queue_bytes: Option<usize>,
+    /// Application calls waiting per shard before callers wait [default: 65536].
+    #[arg(long, env = "WSE_CONTROL_CAPACITY")]
+    pub control_capacity: Option<usize>,
+    /// Seconds an application call waits for a full shard before it fails [default: 1].
+    #[arg(long, env = "WSE_PUBLISH_TIMEOUT")]
+    pub publish_timeout: Option<f64>,
+    /// Seconds publications stay held after a sync_request without snapshot_complete
+    /// [default: 5].
+    #[arg(long, env = "WSE_SNAPSHOT_TIMEOUT")]
+    pub snapshot_timeout: Option<f64>,
+    /// Bytes of request headers and query kept per connection for the application
+    /// [default: 4096].
+    #[arg(long, env = "WSE_MAX_CONNECTION_INFO_BYTES")]
+    pub max_connection_info_bytes: Option<usize>,
     /// PEM certificate chain: serve wss:// (needs --tls-key).
     #[arg(long, env = "WSE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -581,6 +646,12 @@ impl Cli {
             compression_level: self.compression_level,
             compression: self.disable_compression.then_some(false),
             permessage_deflate: self.disable_permessage_deflate.then_some(false),
+            max_inbound_queue_size: self.max_inbound_queue_size,
+            max_inbound_queue_bytes: self.max_inbound_queue_bytes,
+            control_capacity: self.control_capacity,
+            publish_timeout: self.publish_timeout,
+            snapshot_timeout: self.snapshot_timeout,
+            max_connection_info_bytes: self.max_connection_info_bytes,
         }
     }
 }
@@ -644,6 +715,12 @@ struct Overrides {
     compression_level: Option<u8>,
     compression: Option<bool>,
     permessage_deflate: Option<bool>,
+    max_inbound_queue_size: Option<usize>,
+    max_inbound_queue_bytes: Option<usize>,
+    control_capacity: Option<usize>,
+    publish_timeout: Option<f64>,
+    snapshot_timeout: Option<f64>,
+    max_connection_info_bytes: Option<usize>,
 }
 
 impl Overrides {
@@ -667,6 +744,12 @@ impl Overrides {
         set(&mut c.ring_capacity, self.ring_capacity);
         set(&mut c.allow_client_publish, self.allow_client_publish);
         set(&mut c.echo, self.echo);
+        set(&mut c.max_inbound_queue_size, self.max_inbound_queue_size);
+        set(&mut c.max_inbound_queue_bytes, self.max_inbound_queue_bytes);
+        set(&mut c.control_capacity, self.control_capacity);
+        set(&mut c.max_connection_info_bytes, self.max_connection_info_bytes);
+        set_secs(&mut c.publish_timeout, self.publish_timeout, "publish_timeout")?;
+        set_secs(&mut c.snapshot_timeout, self.snapshot_timeout, "snapshot_timeout")?;
         set_secs(&mut c.handshake_timeout, self.handshake_timeout, "handshake_timeout")?;
         set_secs(&mut c.ping_interval, self.ping_interval, "ping_interval")?;
         set_secs(&mut c.idle_timeout, self.idle_timeout, "idle_timeout")?;
@@ -948,6 +1031,22 @@ mod tests {
         assert!(cli(&["--history-size", "0"]).is_err());
         assert!(cli(&["--dedup-window-age", "0"]).is_err());
         assert!(cli(&["--recovery", "on"]).expect("valid").history.enabled);
+    }
+
+    #[test]
+    fn application_settings_follow_the_protocol_table_and_are_checked() {
+        let c = cli(&[]).expect("defaults are valid");
+        assert_eq!(c.max_inbound_queue_size, 65_536);
+        assert_eq!(c.publish_timeout, Duration::from_secs(1));
+        assert_eq!(c.snapshot_timeout, Duration::from_secs(5));
+        assert!(!c.app_events && !c.require_accept);
+        let c = cli(&["--snapshot-timeout", "0.25", "--max-inbound-queue-size", "8"]).expect("ok");
+        assert_eq!((c.snapshot_timeout, c.max_inbound_queue_size), (Duration::from_millis(250), 8));
+        assert!(cli(&["--publish-timeout", "0"]).is_err());
+        assert!(cli(&["--max-inbound-queue-size", "0"]).is_err());
+        assert!(cli(&["--max-inbound-queue-bytes", "1000"]).is_err(), "below max_message_size");
+        let lonely = Config { require_accept: true, ..Config::default() };
+        assert!(lonely.validate().is_err(), "require_accept without an application");
     }
 
     #[test]

@@ -9,14 +9,19 @@
 //!
 //! The handshake lives in `handshake.rs` beside this file; the WSE messages the engine
 //! answers itself live in `engine.rs`; closing, with the lingering RFC 6455 close handshake,
-//! lives in `closing.rs`.
+//! lives in `closing.rs`; events for the application and the backlog that stops reading
+//! when its ring is full live in `events.rs`; snapshot holds live in `snapshot.rs`.
 
+mod accept;
 mod closing;
 mod engine;
+mod events;
 mod handshake;
 mod inbound;
+mod snapshot;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -34,16 +39,21 @@ use wse_fanout::acl::TopicAcl;
 use wse_fanout::ids::ConnId;
 use wse_protocol::e2e::{IvPool, SessionKeys};
 use wse_protocol::frame::{Data, OpCode};
+use wse_protocol::handshake::Request;
 use wse_protocol::reader::{Event, Reader, ReaderConfig};
 use wse_protocol::writer;
 
+use crate::app::inbound::Slot;
+use crate::app::ConnectionInfo;
 use crate::metrics::{CloseReason, Rejection, ShardMetrics};
 use crate::outqueue::OutQueue;
-use crate::security::{self, Admission, Identity};
+use crate::security::{self, Identity};
 use crate::shard::Shard;
 use crate::transport::Transport;
 use inbound::InboundLimit;
 
+use accept::Entry;
+pub(crate) use accept::{Verdict, Waiting};
 pub(crate) use handshake::Upgraded;
 
 /// Close code for a slow consumer whose CRITICAL data no longer fits (PROTOCOL.md §9).
@@ -139,10 +149,22 @@ pub(crate) struct Conn {
     /// Which compressed frames the connection takes (for its JSON frames; `M:` frames are
     /// never compressed).
     pub squeeze: Squeeze,
+    /// What the application may ask about the upgrade request; kept only with an application.
+    pub info: Option<Box<ConnectionInfo>>,
+    /// The reason text of the close: the client's, or the application's `disconnect`.
+    pub close_reason: RefCell<Option<Box<str>>>,
+    /// Publications held back for snapshots (`snapshot.rs`); `None` while nothing is held.
+    holds: RefCell<Option<Box<snapshot::Holds>>>,
 }
 
 impl Conn {
-    fn new(id: ConnId, now: Instant, identity: Option<Identity>, format: Format) -> Conn {
+    fn new(
+        id: ConnId,
+        now: Instant,
+        identity: Option<Identity>,
+        info: Option<Box<ConnectionInfo>>,
+        format: Format,
+    ) -> Conn {
         let (user_id, expires_at, acl) = match identity {
             Some(id) => (Some(id.user_id), id.expires_at, id.acl),
             None => (None, 0, None),
@@ -163,6 +185,9 @@ impl Conn {
             e2e: RefCell::new(None),
             msgpack: format.msgpack,
             squeeze: format.squeeze,
+            info,
+            close_reason: RefCell::new(None),
+            holds: RefCell::new(None),
         }
     }
 
@@ -230,6 +255,12 @@ impl Conn {
         if self.is_closing() {
             return;
         }
+        let expired = self.expire_holds(now);
+        if expired > 0 {
+            ShardMetrics::add(&shard.metrics().snapshot_timeouts, expired as u64);
+            debug!(conn = self.id.0, expired, "snapshot holds timed out");
+            self.wake();
+        }
         let config = &shard.shared.config;
         if now.saturating_duration_since(self.last_seen.get()) >= config.idle_timeout {
             self.request_close(IDLE_TIMEOUT);
@@ -276,14 +307,31 @@ pub(crate) fn admit(shard: &Rc<Shard>, stream: TcpStream) {
                 }
             };
             let Some(upgraded) = handshake::run(&shard, transport, ticket).await else { return };
+            // Who the connection is: decided here, where waiting for the application
+            // (`require_accept`) costs nothing once the connection runs.
+            let entry = accept::entry(&shard, upgraded.admission, &upgraded.request, peer).await;
+            let Upgraded { stream, request, leftover, permessage_deflate, .. } = upgraded;
             // The session runs as a task of its own, so that the handshake's larger state is
             // freed rather than carried for the connection's whole life.
             let span = tracing::Span::current();
-            spawn_local(Session::start(shard, upgraded, peer).instrument(span)).detach();
+            let opened = Opened { stream, request, leftover, permessage_deflate, peer };
+            let session = Session::start(shard, opened, entry);
+            spawn_local(session.instrument(span)).detach();
         }
         .instrument(span),
     )
     .detach();
+}
+
+/// A socket that completed the upgrade, as the session takes it.
+struct Opened {
+    stream: Transport,
+    request: Request,
+    /// Bytes that followed the request head: the first frames.
+    leftover: Vec<u8>,
+    /// Whether permessage-deflate was agreed in the `101`.
+    permessage_deflate: bool,
+    peer: SocketAddr,
 }
 
 /// The task-local state of an upgraded connection.
@@ -298,6 +346,22 @@ struct Session {
     inbound: InboundLimit,
     /// Whether the client has sent an `E:` frame; plaintext data is refused from then on.
     peer_sealed: bool,
+    /// Events for the application that did not fit its ring yet, oldest first. While any
+    /// wait, the socket is not read; so this holds at most the events of one read.
+    /// TODO(#4): that is up to 64 KiB of frames plus one reassembled message per stalled
+    /// connection, outside the ring's byte bound; parsing one message at a time while the
+    /// ring is full would keep one.
+    backlog: VecDeque<Slot>,
+    /// The room round the task last waited in (see `ShardSide::push_or_wait`).
+    backlog_round: u64,
+}
+
+/// A connection that is refused before it is served.
+enum Opening {
+    /// Its token was refused (`close` failure mode): one `error`, then 4401.
+    Refused(wse_protocol::auth::AuthError),
+    /// The application rejected it, or did not accept it in time: close code and reason.
+    Rejected(u16, Box<str>),
 }
 
 /// Events parsed from one read, and the error that stopped parsing, if any.
@@ -314,19 +378,22 @@ enum Step {
 }
 
 impl Session {
-    async fn start(shard: Rc<Shard>, upgraded: Upgraded, peer: SocketAddr) {
-        let Upgraded { stream, request, leftover, admission, permessage_deflate } = upgraded;
-        let (identity, refused) = match admission {
-            Admission::Anonymous => (None, None),
-            Admission::User(identity) => (Some(identity), None),
-            Admission::Refused(error) => (None, Some(error)),
-        };
+    /// Builds the session and answers what must be answered before the first read
+    /// (`server_ready`, `connect`), then returns the task that serves the connection. The
+    /// request is used up here, so the task never carries it.
+    fn start(
+        shard: Rc<Shard>,
+        opened: Opened,
+        entry: Entry,
+    ) -> impl std::future::Future<Output = ()> {
+        let Opened { stream, request, leftover, permessage_deflate, peer } = opened;
+        let Entry { id, identity, refused, info, rejected, reported } = entry;
         let now = Instant::now();
         let config = &shard.shared.config;
         let msgpack = request.query_param("format").as_deref() == Some("msgpack");
         let squeeze = Squeeze::for_connection(config, permessage_deflate, msgpack);
         let format = Format { msgpack, squeeze };
-        let conn = Rc::new(Conn::new(shard.next_conn_id(), now, identity, format));
+        let conn = Rc::new(Conn::new(id, now, identity, info, format));
         if msgpack {
             ShardMetrics::add(&shard.shared.metrics.msgpack_connections, 1);
         }
@@ -339,21 +406,61 @@ impl Session {
         ShardMetrics::add(&shard.metrics().connections, 1);
         ShardMetrics::add(&shard.metrics().accepted, 1);
         debug!(conn = conn.id.0, %peer, "upgraded");
-        let mut session =
-            Session { shard, conn, stream, reader, writing: None, inbound, peer_sealed: false };
-        if let Some(error) = refused {
-            drop(request);
-            let reason = session.refuse(&error).await;
-            return session.finish(reason);
-        }
-        if !session.shard.shared.config.echo {
-            session.greet(&request);
-        }
+        let mut session = Session {
+            shard,
+            conn,
+            stream,
+            reader,
+            writing: None,
+            inbound,
+            peer_sealed: false,
+            backlog: VecDeque::new(),
+            backlog_round: 0,
+        };
+        let opening = match (refused, rejected) {
+            (Some(error), _) => Some(Opening::Refused(error)),
+            (None, Some((code, text))) => Some(Opening::Rejected(code, text)),
+            (None, None) => {
+                if !reported {
+                    session.emit_connect(&request);
+                }
+                if !session.shard.shared.config.echo {
+                    session.greet(&request);
+                }
+                None
+            }
+        };
         // The request's headers are not needed any more; an idle connection keeps nothing
         // of its handshake.
         drop(request);
-        let reason = session.serve(leftover).await;
-        session.finish(reason);
+        session.run(opening, leftover)
+    }
+
+    /// The connection's life after [`Session::start`]: a refusal, or serving until the end.
+    async fn run(mut self, opening: Option<Opening>, leftover: Vec<u8>) {
+        match opening {
+            Some(Opening::Refused(error)) => {
+                let reason = Box::pin(self.refuse(&error)).await;
+                return self.finish(reason);
+            }
+            Some(Opening::Rejected(code, text)) => {
+                *self.conn.close_reason.borrow_mut() = Some(text);
+                let reason = Box::pin(self.close_by_server(code, true)).await;
+                return Box::pin(self.end(reason)).await;
+            }
+            None => {}
+        }
+        let reason = self.serve(leftover).await;
+        Box::pin(self.end(reason)).await;
+    }
+
+    /// The last steps: out of the shard's tables, then `disconnect` to the application
+    /// (after the socket is closed, waiting for room if need be).
+    async fn end(mut self, reason: CloseReason) {
+        self.finish(reason);
+        self.emit_disconnect(reason);
+        let (shard, backlog) = self.into_backlog();
+        events::hand_over(&shard, backlog).await;
     }
 
     /// The connection's main loop. Rare and bulky steps (acting on messages, closing) run
@@ -454,10 +561,13 @@ impl Session {
         if let Some(code) = self.conn.close.get() {
             return Poll::Ready(Step::Close(code));
         }
-        match self.poll_read_shared(cx) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
-            Poll::Ready(Ok(n)) => return Poll::Ready(Step::Input(n)),
-            Poll::Pending => {}
+        // While the application's ring is full the socket is not read (TCP backpressure).
+        if self.poll_backlog(cx).is_ready() {
+            match self.poll_read_shared(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Step::Gone),
+                Poll::Ready(Ok(n)) => return Poll::Ready(Step::Input(n)),
+                Poll::Pending => {}
+            }
         }
         self.conn.waker.set(Some(cx.waker().clone()));
         Poll::Pending
@@ -475,6 +585,9 @@ impl Session {
         loop {
             if self.writing.is_none() {
                 self.writing = self.next_batch();
+            }
+            if self.writing.is_none() && self.release_held() {
+                continue;
             }
             let Some(batch) = self.writing.as_mut() else {
                 // Everything is handed over; push out what the transport still holds (TLS).
@@ -519,7 +632,7 @@ impl Session {
 
     /// Queues a control frame (Pong, Close, heartbeat) ahead of data.
     fn queue_control(&self, frame: Bytes) {
-        let budget = self.budget();
+        let budget = self.conn.budget_left(self.budget());
         let outcome = self.conn.out.borrow_mut().push_control(frame, budget);
         self.shard.account(&self.conn, outcome);
     }
@@ -532,6 +645,20 @@ impl Session {
         } else {
             config.max_outbound_queue_bytes
         }
+    }
+
+    /// Moves the publications of ended snapshot holds into the (empty) queue; whether any
+    /// were moved.
+    fn release_held(&mut self) -> bool {
+        if !self.conn.is_holding() {
+            return false;
+        }
+        let Some(outcomes) = self.conn.release_ended(self.budget()) else { return false };
+        let moved = !outcomes.is_empty();
+        for outcome in outcomes {
+            self.shard.account(&self.conn, outcome);
+        }
+        moved
     }
 
     /// Removes every trace of the connection from the shard.

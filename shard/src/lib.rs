@@ -8,10 +8,12 @@
 //! [`wse_fanout`]'s.
 //!
 //! - [`config`]: settings and their sources; [`server`]: starting and stopping the shards;
+//! - [`app`]: the application's interface: events from the shards, calls into them;
 //! - `shard`: one executor's state and tasks (accept, rings, heartbeats);
 //! - `conn`: one connection's task, from the first byte to the last;
 //! - [`metrics`], [`gate`], [`outqueue`]: counters, the handshake gate, the priority queue.
 
+pub mod app;
 pub mod config;
 mod conn;
 pub mod gate;
@@ -26,8 +28,11 @@ mod transport;
 
 use std::net::SocketAddr;
 
+pub use app::{App, ConnectionInfo, Event, EventKind};
 pub use config::Config;
-pub use server::{Control, DirectEvent, Server};
+pub use server::{Control, Server};
+pub use wse_fanout::ids::ConnId;
+pub use wse_protocol::envelope::Priority;
 
 /// Errors of starting, configuring or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,28 @@ pub enum Error {
         /// glommio's explanation.
         reason: String,
     },
+    /// A shard's control ring stayed full for `publish_timeout`: the application calls
+    /// faster than the shard serves (or its rings towards other shards are full). Nothing
+    /// was queued; retry later, slow down, or raise `publish_timeout`.
+    #[error("shard {shard} is busy: its control ring stayed full for {waited:?}")]
+    Busy {
+        /// The shard that did not take the call.
+        shard: usize,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+    /// The server was stopped; nothing more can be sent or asked.
+    #[error("the server is stopped")]
+    Stopped,
+    /// Events were asked for, but the server runs without an application
+    /// ([`Config::app_events`] is off). Set it before [`Server::start`].
+    #[error("the server was started without app_events: no events are produced")]
+    NoApplication,
+    /// An argument of an application call is unusable (a payload that is not JSON, a bad
+    /// topic name, a close code that cannot be sent, a connection id of no shard); the
+    /// message says which. Nothing was sent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 /// The version reported in `server_hello`, `/health` and `--version`.

@@ -36,10 +36,12 @@ pub enum CloseReason {
     TokenExpired,
     /// Over the inbound rate limit for too long: 4429.
     RateLimited,
+    /// Closed or refused by the application (`disconnect`, `reject`).
+    Application,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 11] = [
+    const ALL: [CloseReason; 12] = [
         CloseReason::ClientClose,
         CloseReason::Transport,
         CloseReason::ProtocolError,
@@ -51,6 +53,7 @@ impl CloseReason {
         CloseReason::AuthFailed,
         CloseReason::TokenExpired,
         CloseReason::RateLimited,
+        CloseReason::Application,
     ];
 
     /// The label used in `/metrics`.
@@ -67,6 +70,7 @@ impl CloseReason {
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::RateLimited => "rate_limited",
+            CloseReason::Application => "application",
         }
     }
 
@@ -317,6 +321,16 @@ pub struct ShardMetrics {
     pub not_recovered: AtomicU64,
     /// Messages replayed by recoveries.
     pub replayed: AtomicU64,
+    /// Events handed to the application's ring.
+    pub app_events: AtomicU64,
+    /// Times a connection stopped reading because the application's ring was full.
+    pub app_stalls: AtomicU64,
+    /// Application calls that gave up on a full control ring (`Error::Busy`).
+    pub control_timeouts: AtomicU64,
+    /// Topics held back for a snapshot after a `sync_request`.
+    pub snapshot_holds: AtomicU64,
+    /// Snapshot holds released by `snapshot_timeout` instead of `snapshot_complete`.
+    pub snapshot_timeouts: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -476,7 +490,7 @@ impl Metrics {
         for (name, help, field) in gauges {
             self.per_shard(&mut out, name, "gauge", help, field);
         }
-        let counters: [(&str, &str, Field); 17] = [
+        let counters: [(&str, &str, Field); 22] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
             ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
@@ -506,6 +520,15 @@ impl Metrics {
                 &m.not_recovered
             }),
             ("wse_replayed_messages_total", "Messages replayed by recoveries.", |m| &m.replayed),
+            ("wse_app_events_total", "Events handed to the application.", |m| &m.app_events),
+            ("wse_app_stalls_total", "Reads stopped for a full inbound ring.", |m| &m.app_stalls),
+            ("wse_control_timeouts_total", "Calls refused on a full ring.", |m| {
+                &m.control_timeouts
+            }),
+            ("wse_snapshot_holds_total", "Topics held back for a snapshot.", |m| &m.snapshot_holds),
+            ("wse_snapshot_timeouts_total", "Snapshot holds ended by timeout.", |m| {
+                &m.snapshot_timeouts
+            }),
         ];
         for (name, help, field) in counters {
             self.per_shard(&mut out, name, "counter", help, field);

@@ -123,6 +123,9 @@ pub struct OutQueue {
 #[derive(Debug)]
 struct Entry {
     frame: Bytes,
+    /// The topic of a publication, so that it can move to another queue keeping its order
+    /// ([`OutQueue::pop_entry`]); `None` for direct messages.
+    topic: Option<Arc<str>>,
     /// Arrival number; higher than every frame queued before it.
     n: u64,
     /// What must leave before this frame may.
@@ -209,6 +212,21 @@ impl OutQueue {
         Some(entry.frame)
     }
 
+    /// Takes the next data frame in the order [`OutQueue::pop`] would send it, with its
+    /// priority and, for a publication, its topic (control frames are not considered): for
+    /// moving frames into another queue, where pushing them in this order with
+    /// [`OutQueue::push_publication`] (or [`OutQueue::push`] for `None`) keeps every order
+    /// rule.
+    pub fn pop_entry(&mut self) -> Option<(Priority, Option<Arc<str>>, Bytes)> {
+        let level =
+            (0..LEVELS).find(|&l| self.levels[l].front().is_some_and(|e| self.may_leave(e)))?;
+        let entry = self.levels[level].pop_front()?;
+        self.len -= 1;
+        self.bytes -= entry.frame.len() + FRAME_OVERHEAD;
+        self.release_if_empty();
+        Some((Priority::ALL[level], entry.topic, entry.frame))
+    }
+
     /// Whether nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.bytes == 0
@@ -246,12 +264,12 @@ impl OutQueue {
 
         self.next += 1;
         let n = self.next;
-        let after = match order {
-            Order::Direct => After::Lane,
-            Order::Barrier => After::Everything,
-            Order::Topic(topic) => self.follow(topic, level, n),
+        let (after, topic) = match order {
+            Order::Direct => (After::Lane, None),
+            Order::Barrier => (After::Everything, None),
+            Order::Topic(topic) => (self.follow(topic, level, n), Some(Arc::clone(topic))),
         };
-        self.levels[level].push_back(Entry { frame, n, after });
+        self.levels[level].push_back(Entry { frame, topic, n, after });
         self.len += 1;
         self.bytes += cost;
         Push::Queued { evicted }
@@ -437,6 +455,23 @@ mod tests {
             Push::Dropped { pri: Priority::Low }
         );
         assert_eq!(q.pop().expect("queued").len(), 150);
+    }
+
+    #[test]
+    fn pop_entry_follows_pop_order_keeps_topics_and_skips_control() {
+        let mut q = OutQueue::default();
+        let topic: Arc<str> = "t".into();
+        q.push_publication(Priority::Low, &topic, frame(1, b'l'), BIG);
+        q.push_publication(Priority::High, &topic, frame(1, b'h'), BIG);
+        q.push(Priority::Critical, frame(1, b'c'), BIG);
+        q.push_control(frame(1, b'p'), BIG);
+        let mut next = || q.pop_entry().map(|(p, t, f)| (p, t.is_some(), f[0]));
+        assert_eq!(next(), Some((Priority::Critical, false, b'c')));
+        // HIGH of the topic waits for its earlier LOW frame, as `pop` would have it.
+        assert_eq!(next(), Some((Priority::Low, true, b'l')));
+        assert_eq!(next(), Some((Priority::High, true, b'h')));
+        assert_eq!(next(), None);
+        assert_eq!(q.bytes(), 1 + FRAME_OVERHEAD);
     }
 
     #[test]

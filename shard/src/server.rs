@@ -3,13 +3,15 @@
 //! Place: the outermost layer. `main` (and later the Python facade) calls [`Server::start`],
 //! which binds every shard's listener on the calling thread (so a busy port fails at once),
 //! then starts one pinned glommio executor per configured core. Other threads talk to the
-//! shards only through [`Control`] messages on bounded channels.
+//! shards only through [`Control`] messages on bounded channels, which [`App`] (from
+//! [`Server::app`]) sends.
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 use wse_fanout::ids::ConnId;
@@ -17,13 +19,16 @@ use wse_fanout::mesh::{MeshSetup, PublishRequest};
 use wse_protocol::auth::TopicRules;
 use wse_protocol::envelope::Priority;
 
+use crate::app::inbound::Inbound;
+use crate::app::{App, ConnectionInfo};
 use crate::gate::HandshakeGate;
 use crate::metrics::Metrics;
 use crate::security::Guard;
 use crate::shard::{self, ShardSetup};
 use crate::{listener, tls, Config, Error};
 
-/// A message from outside the shards to one shard.
+/// A message from outside the shards to one shard. [`App`] builds them; the shard's control
+/// loop serves them in order.
 #[derive(Debug)]
 pub enum Control {
     /// Stop accepting, close every connection with `code`, then end the shard.
@@ -40,30 +45,94 @@ pub enum Control {
         /// The new rules.
         rules: Option<TopicRules>,
     },
-    /// Send an application event to one connection (`send_event`).
-    Send {
+    /// Queue a complete frame, as it is, for one connection.
+    Frame {
         /// The connection.
         conn: ConnId,
-        /// What to send.
-        event: DirectEvent,
+        /// A whole unmasked WebSocket frame.
+        frame: Bytes,
     },
-    /// List the shard's connections as `(id, connection_id)` on `reply`.
+    /// Queue a WSE message for one connection (envelope, `seq`, signing and sealing are done
+    /// by the shard).
+    SendEvent {
+        /// The connection.
+        conn: ConnId,
+        /// The event type `t`.
+        t: Box<str>,
+        /// The payload `p`, JSON text.
+        payload: Box<str>,
+        /// Priority in the connection's queue.
+        pri: Priority,
+        /// Correlation id to carry.
+        cid: Option<Box<str>>,
+    },
+    /// Queue a complete frame for every connection of the shard.
+    Broadcast(Bytes),
+    /// Subscribe one connection (no ACL check; the subscription limit applies).
+    Subscribe {
+        /// The connection.
+        conn: ConnId,
+        /// Topics or globs.
+        topics: Vec<Box<str>>,
+    },
+    /// Unsubscribe one connection from some topics, or from all of them.
+    Unsubscribe {
+        /// The connection.
+        conn: ConnId,
+        /// Topics or globs; `None` for every subscription.
+        topics: Option<Vec<Box<str>>>,
+    },
+    /// Close one connection.
+    Disconnect {
+        /// The connection.
+        conn: ConnId,
+        /// Close code.
+        code: u16,
+        /// Close reason (at most 123 bytes).
+        reason: Box<str>,
+    },
+    /// End the snapshot hold of some topics (all when empty) on one connection.
+    SnapshotComplete {
+        /// The connection.
+        conn: ConnId,
+        /// Topics as the `sync_request` named them.
+        topics: Vec<Box<str>>,
+    },
+    /// Answer with what was kept of a connection's upgrade request.
+    ConnectionInfo {
+        /// The connection.
+        conn: ConnId,
+        /// Where the answer goes.
+        reply: flume::Sender<Option<ConnectionInfo>>,
+    },
+    /// Admit a connection waiting under `require_accept`.
+    Accept {
+        /// The connection.
+        conn: ConnId,
+        /// Its user id; `None` keeps the token's, if any.
+        user_id: Option<Box<str>>,
+    },
+    /// Refuse a connection waiting under `require_accept`.
+    Reject {
+        /// The connection.
+        conn: ConnId,
+        /// Close code.
+        code: u16,
+        /// Close reason (at most 123 bytes).
+        reason: Box<str>,
+    },
+    /// Answer with the shard's open connections.
     Connections {
-        /// Where the list goes.
-        reply: flume::Sender<Vec<(ConnId, String)>>,
+        /// Where the answer goes.
+        reply: flume::Sender<Vec<ConnId>>,
     },
-}
-
-/// A message the application addresses to one connection: a direct message with the
-/// connection's next `seq` (PROTOCOL.md §3), sent as a binary `{` frame (§4).
-#[derive(Debug, Clone)]
-pub struct DirectEvent {
-    /// The event type `t`.
-    pub t: String,
-    /// The payload `p`, as JSON text.
-    pub payload_json: String,
-    /// Its priority: its place in the connection's queue, and `pri` in the envelope.
-    pub pri: Priority,
+    /// Answer with how many of the shard's connections receive `topic`.
+    SubscriberCount {
+        /// An exact topic name.
+        topic: Arc<str>,
+        /// Where the answer goes.
+        reply: flume::Sender<usize>,
+    },
 }
 
 /// A running server: its shards and the handles to reach them.
@@ -73,6 +142,7 @@ pub struct Server {
     controls: Vec<flume::Sender<Control>>,
     joins: Vec<ExecutorJoinHandle<()>>,
     shared: Arc<Shared>,
+    app: App,
 }
 
 /// State every shard can read: the configuration, counters and the admission limits.
@@ -87,6 +157,27 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Parsed JWT and signing keys.
     pub guard: Guard,
+    /// The rings events travel to the application on; `None` without `app_events`.
+    pub inbound: Option<Arc<Inbound>>,
+    /// Per shard, the signal that the application made room in its ring.
+    pub rooms: Vec<flume::Receiver<()>>,
+}
+
+impl Shared {
+    /// The `GET /health` body.
+    pub(crate) fn health_json(&self) -> String {
+        self.metrics.health_json(Instant::now(), crate::VERSION)
+    }
+
+    /// The `GET /metrics` body, with the depth of the inbound rings.
+    pub(crate) fn prometheus(&self) -> String {
+        let mut text = self.metrics.prometheus();
+        let depth = self.inbound.as_ref().map_or(0, |i| i.depth());
+        text.push_str("# HELP wse_inbound_queue_depth Events waiting for the application.\n");
+        text.push_str("# TYPE wse_inbound_queue_depth gauge\n");
+        text.push_str(&format!("wse_inbound_queue_depth {depth}\n"));
+        text
+    }
 }
 
 impl Server {
@@ -100,18 +191,34 @@ impl Server {
             listener::bind_all((config.host, config.port).into(), shards, config.backlog)?;
         let local_addr = listener::local_addr(&sockets[0])?;
         warn_if_over_fd_limit(config.max_connections);
+        let (inbound, rooms) = if config.app_events {
+            let (inbound, rooms) =
+                Inbound::new(shards, config.max_inbound_queue_size, config.max_inbound_queue_bytes);
+            (Some(inbound), rooms)
+        } else {
+            (None, Vec::new())
+        };
         let shared = Arc::new(Shared {
             gate: Arc::new(HandshakeGate::new(config.max_handshakes, config.max_handshakes_per_ip)),
             metrics: Metrics::new(shards, Instant::now()),
             admitted: AtomicUsize::new(0),
             tls,
             guard,
+            inbound,
+            rooms,
             config,
         });
         let mesh = MeshSetup::new(shards, shared.config.ring_capacity);
-        let mut server = Server { local_addr, controls: Vec::new(), joins: Vec::new(), shared };
-        for (index, socket) in sockets.into_iter().enumerate() {
-            server.spawn_shard(index, socket, mesh.clone())?;
+        let capacity = shared.config.control_capacity;
+        let (controls, receivers): (Vec<_>, Vec<_>) =
+            (0..shards).map(|_| flume::bounded(capacity)).unzip();
+        let app = App::new(controls.clone(), Arc::clone(&shared));
+        let mut server = Server { local_addr, controls, joins: Vec::new(), shared, app };
+        for (index, (socket, control)) in sockets.into_iter().zip(receivers).enumerate() {
+            if let Err(e) = server.spawn_shard(index, socket, control, mesh.clone()) {
+                server.shutdown(1011);
+                return Err(e);
+            }
         }
         info!(addr = %local_addr, shards, "wse-server listening");
         Ok(server)
@@ -127,65 +234,36 @@ impl Server {
         &self.shared.metrics
     }
 
-    /// Publishes on behalf of the application; the topic's owner shard stamps it.
-    ///
-    /// Requests from one caller keep their order: they all enter through shard 0.
+    /// The application's handle: events and calls into the shards (see [`App`]).
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Publishes on behalf of the application; see [`App::publish_request`].
     pub fn publish(&self, request: PublishRequest) -> Result<(), Error> {
-        self.controls[0]
-            .send(Control::Publish(request))
-            .map_err(|_| Error::Config("the server is stopped".into()))
+        self.app.publish_request(request)
     }
 
-    /// Replaces the topic ACL of connection `conn` (PROTOCOL.md §2, `wse_topics`): later
-    /// subscriptions, deliveries and publishes follow `rules`; `None` lifts every limit.
-    /// A connection that is gone by the time the shard looks is ignored.
+    /// Replaces the topic ACL of connection `conn`; see [`App::set_topic_acl`].
     pub fn set_topic_acl(&self, conn: ConnId, rules: Option<TopicRules>) -> Result<(), Error> {
-        let shard = shard::shard_of(conn);
-        let control = self
-            .controls
-            .get(shard)
-            .ok_or_else(|| Error::Config(format!("connection {conn} does not exist")))?;
-        control
-            .send(Control::SetTopicAcl { conn, rules })
-            .map_err(|_| Error::Config("the server is stopped".into()))
-    }
-
-    /// Sends `event` to connection `conn` (`send_event`). A connection that is gone by the
-    /// time its shard looks is ignored.
-    pub fn send_event(&self, conn: ConnId, event: DirectEvent) -> Result<(), Error> {
-        let control = self
-            .controls
-            .get(shard::shard_of(conn))
-            .ok_or_else(|| Error::Config(format!("connection {conn} does not exist")))?;
-        control
-            .send(Control::Send { conn, event })
-            .map_err(|_| Error::Config("the server is stopped".into()))
-    }
-
-    /// Every open connection as `(id, connection_id)`, asked of each shard; a shard that
-    /// does not answer within `limit` is left out. For tests and operators: it waits.
-    pub fn connections(&self, limit: Duration) -> Vec<(ConnId, String)> {
-        let (reply, answers) = flume::unbounded();
-        let asked = self
-            .controls
-            .iter()
-            .filter(|c| c.send(Control::Connections { reply: reply.clone() }).is_ok())
-            .count();
-        let deadline = Instant::now() + limit;
-        let mut all = Vec::new();
-        for _ in 0..asked {
-            match answers.recv_deadline(deadline) {
-                Ok(list) => all.extend(list),
-                Err(_) => break,
-            }
-        }
-        all
+        self.app.set_topic_acl(conn, rules)
     }
 
     /// Asks every shard to stop accepting and close its connections with `code`.
+    ///
+    /// Never blocks: a shard whose control ring is full gets the request as soon as it has
+    /// room, from a helper thread. A drain waiting for events returns at once.
     pub fn shutdown(&self, code: u16) {
+        if let Some(inbound) = &self.shared.inbound {
+            inbound.close();
+        }
         for control in &self.controls {
-            let _ = control.send(Control::Shutdown { code });
+            if let Err(flume::TrySendError::Full(message)) =
+                control.try_send(Control::Shutdown { code })
+            {
+                let control = control.clone();
+                std::thread::spawn(move || control.send(message));
+            }
         }
     }
 
@@ -206,17 +284,16 @@ impl Server {
         &mut self,
         index: usize,
         socket: socket2::Socket,
+        control: flume::Receiver<Control>,
         mesh: MeshSetup,
     ) -> Result<(), Error> {
         let core = self.shared.config.cores[index];
-        let (control_tx, control_rx) = flume::bounded(CONTROL_CAPACITY);
-        let setup = ShardSetup { index, socket, mesh, control: control_rx };
+        let setup = ShardSetup { index, socket, mesh, control };
         let shared = Arc::clone(&self.shared);
         let join = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("wse-shard-{index}"))
             .spawn(move || shard::run(shared, setup))
             .map_err(|e| Error::Executor { shard: index, reason: e.to_string() })?;
-        self.controls.push(control_tx);
         self.joins.push(join);
         Ok(())
     }
@@ -234,6 +311,3 @@ fn warn_if_over_fd_limit(max_connections: usize) {
         warn!(limit, max_connections, "max_connections is above the open-file limit");
     }
 }
-
-/// Control messages waiting per shard before `publish` blocks the caller.
-const CONTROL_CAPACITY: usize = 65_536;

@@ -9,8 +9,9 @@
 //!
 //! Tasks per shard: the accept loop, one task per connection, the owner task that stamps
 //! publications of the topics this shard owns, one receiver task per peer ring, the
-//! housekeeping sweep (heartbeats, idle timeouts, topic and history eviction, gauges), and the
-//! control loop.
+//! housekeeping sweep (heartbeats, idle timeouts, topic and history eviction, gauges), the
+//! control loop (calls from the application, served in `control.rs` beside this file), and,
+//! with an application, the room task that wakes connections waiting for the inbound ring.
 //!
 //! Formats and filters on delivery. A publication is encoded once per wire format: the
 //! owner writes the JSON frame, and the `M:` msgpack frame too whenever any shard has a
@@ -29,6 +30,8 @@
 //! replays from that history into one connection's queue in the same synchronous step in
 //! which the connection subscribes: the history's newest offset is exactly the last
 //! publication this shard delivered, and the next one finds the new subscriber in the index.
+
+mod control;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -60,11 +63,12 @@ use wse_protocol::msgpack;
 use wse_protocol::signing;
 use wse_protocol::writer;
 
-use crate::conn::{self, Conn, Squeeze};
+use crate::app::inbound::ShardSide;
+use crate::conn::{self, Conn, Squeeze, Waiting};
 use crate::metrics::{Codec, DropReason, ShardMetrics};
 use crate::outqueue::{Push, FRAME_OVERHEAD};
 use crate::security;
-use crate::server::{Control, DirectEvent, Shared};
+use crate::server::{Control, Shared};
 
 /// What a shard is started with.
 pub(crate) struct ShardSetup {
@@ -105,6 +109,10 @@ pub(crate) struct Shard {
     next_conn: Cell<u64>,
     /// Set once shutdown began: no new connections, no new subscriptions.
     pub stopping: Cell<bool>,
+    /// This shard's end of the application's inbound ring; `None` without `app_events`.
+    pub app: Option<ShardSide>,
+    /// Connections waiting for the application's `accept` or `reject` (`require_accept`).
+    pub waiting_accept: RefCell<HashMap<ConnId, Rc<Waiting>>>,
 }
 
 /// Runs a shard until it is told to shut down and its connections are gone.
@@ -121,6 +129,9 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
         let (owner_queue, owner_rx) = local_channel::new_bounded(OWNER_QUEUE);
         let shard = Rc::new(Shard::new(index, shared, rings, owner_queue));
         spawn_local(owner_task(Rc::clone(&shard), owner_rx)).detach();
+        if let Some(room) = shard.shared.rooms.get(index).cloned() {
+            spawn_local(room_task(Rc::clone(&shard), room)).detach();
+        }
         shard.spawn_ring_receivers(requests, publications);
         spawn_local(housekeeping(Rc::clone(&shard))).detach();
         let listener = crate::listener::into_glommio(setup.socket);
@@ -143,8 +154,11 @@ impl Shard {
         let config = &shared.config;
         let dedup = DedupWindow::new(config.dedup_window, config.dedup_window_age);
         let history = History::new(history_limits(&shared));
+        let app = shared.inbound.as_ref().map(|inbound| ShardSide::new(Arc::clone(inbound), index));
         Shard {
             index,
+            app,
+            waiting_accept: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
             topics: RefCell::new(TopicIndex::default()),
             sequencer: RefCell::new(TopicSequencer::default()),
@@ -397,8 +411,7 @@ impl Shard {
             ShardMetrics::add(&self.metrics().msgpack_out, 1);
         }
         let budget = self.shared.config.max_outbound_queue_bytes;
-        let topic = &publication.topic;
-        let outcome = conn.out.borrow_mut().push_publication(publication.pri, topic, frame, budget);
+        let outcome = conn.queue_publication(&publication.topic, publication.pri, frame, budget);
         if let (Some((codec, n)), Push::Queued { .. }) = (saved, outcome) {
             self.metrics().saved(codec, n as u64);
         }
@@ -531,28 +544,6 @@ impl Shard {
         conn.wake();
     }
 
-    /// Sends an application event to one connection of this shard (`send_event`), as a
-    /// binary `{` frame (PROTOCOL.md §4).
-    fn send_event(&self, conn: ConnId, event: DirectEvent) {
-        let Some(conn) = self.conns.borrow().get(&conn).cloned() else { return };
-        if conn.is_closing() {
-            return self.metrics().dropped(DropReason::Closing, 1);
-        }
-        let DirectEvent { t, payload_json, pri } = event;
-        let build = |meta: &DirectMeta<'_>, out: &mut Vec<u8>| {
-            envelope::direct(&t, &payload_json, meta, out);
-        };
-        let Some(frame) = self.direct_frame(&conn, &t, pri, None, true, build) else { return };
-        let budget = self.shared.config.max_outbound_queue_bytes;
-        let outcome = conn.out.borrow_mut().push(pri, frame, budget);
-        self.account(&conn, outcome);
-    }
-
-    /// The shard's connections, as `(id, connection_id)`.
-    fn connections(&self) -> Vec<(ConnId, String)> {
-        self.conns.borrow().values().map(|c| (c.id, c.uuid.to_string())).collect()
-    }
-
     /// Housekeeping for history and the owner's state: forgets idle topics (their next
     /// publication opens a new epoch), expires history and ids, refreshes the gauges.
     fn sweep(&self, now: Instant) {
@@ -653,13 +644,20 @@ async fn control_loop(shard: &Rc<Shard>, control: &flume::Receiver<Control>) -> 
             Control::Shutdown { code } => return code,
             Control::Publish(request) => shard.publish(request).await,
             Control::SetTopicAcl { conn, rules } => shard.set_topic_acl(conn, rules),
-            Control::Send { conn, event } => shard.send_event(conn, event),
-            Control::Connections { reply } => {
-                let _ = reply.send(shard.connections());
-            }
+            other => shard.serve_app(other),
         }
     }
     conn::GOING_AWAY
+}
+
+/// Wakes the connections that wait for room in the inbound ring whenever the application
+/// drained some.
+async fn room_task(shard: Rc<Shard>, room: flume::Receiver<()>) {
+    while room.recv_async().await.is_ok() {
+        if let Some(app) = &shard.app {
+            app.room_made();
+        }
+    }
 }
 
 /// Every tick: heartbeats due, idle connections, idle topics, history, gauges.

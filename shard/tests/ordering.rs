@@ -15,7 +15,7 @@ use common::json::{self, Value};
 use common::{RawClient, BINARY, CLOSE, TEXT};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::envelope::Priority;
-use wse_shard::{Config, DirectEvent, Server};
+use wse_shard::{Config, Server};
 
 /// One thing queued for the client, in queue order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +43,9 @@ fn priority_never_reorders_a_topic_nor_direct_messages_of_one_priority() {
         RawClient::open_wse_small(server.local_addr(), "/wse?topics=a,b,fill", 4096);
     let answer = client.next_json(Duration::from_secs(5));
     assert_eq!(answer.str_at("t"), Some("subscription_update"));
-    let conns = server.connections(Duration::from_secs(1));
+    let conns = server.app().connections().expect("connections");
     assert_eq!(conns.len(), 1, "{conns:?}");
-    let conn = conns[0].0;
+    let conn = conns[0];
     let metrics = &server.metrics().shards[0];
     let stamped = || metrics.publications.load(Ordering::Relaxed);
 
@@ -70,8 +70,7 @@ fn priority_never_reorders_a_topic_nor_direct_messages_of_one_priority() {
     for k in 0..300u64 {
         let pri = Priority::ALL[(next(&mut rng) % 5) as usize];
         if next(&mut rng) % 3 == 0 {
-            let event = DirectEvent { t: "direct".into(), payload_json: n_json(k), pri };
-            server.send_event(conn, event).expect("send");
+            server.app().send_event(conn, "direct", &n_json(k), pri, None).expect("send");
             queued.push(Queued::Direct { pri });
         } else {
             let topic = (next(&mut rng) % 2) as usize;

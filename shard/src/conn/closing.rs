@@ -22,7 +22,10 @@ use crate::metrics::{CloseReason, DropReason};
 impl Session {
     /// The client sent Close: answer it and end.
     pub(super) async fn close_by_client(&mut self, frame: Option<CloseFrame>) -> CloseReason {
-        self.conn.request_close(frame.as_ref().map_or(1000, |f| f.code));
+        self.conn.request_close(frame.as_ref().map_or(NO_STATUS, |f| f.code));
+        if let Some(reason) = frame.as_ref().map(|f| &f.reason).filter(|r| !r.is_empty()) {
+            *self.conn.close_reason.borrow_mut() = Some(reason.as_str().into());
+        }
         self.send_close(frame.map(|f| f.code)).await;
         CloseReason::ClientClose
     }
@@ -43,6 +46,10 @@ impl Session {
             Ok(())
         })
         .await;
+        if self.conn.close_reason.borrow().is_some() {
+            // Only the application gives a reason for a close the server starts.
+            return CloseReason::Application;
+        }
         CloseReason::for_code(code)
     }
 
@@ -54,8 +61,9 @@ impl Session {
             let dropped = self.conn.out.borrow_mut().clear_data();
             self.shard.metrics().dropped(DropReason::Closing, dropped as u64);
         }
+        let reason = self.conn.close_reason.borrow().clone().filter(|_| code.is_some());
         let mut frame = Vec::with_capacity(4);
-        writer::encode_close(code, "", &mut frame);
+        writer::encode_close(code, reason.as_deref().unwrap_or(""), &mut frame);
         let limit = self.shard.shared.config.close_timeout;
         let _ = timeout(limit, async {
             poll_fn(|cx| self.poll_flush(cx)).await?;
@@ -91,3 +99,6 @@ impl Session {
         }
     }
 }
+
+/// The code reported when the client's Close carried none (RFC 6455 §7.1.5).
+pub(super) const NO_STATUS: u16 = 1005;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::debug;
 
 use bytes::Bytes;
-use sonic_rs::{JsonValueTrait, Value};
+use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 use wse_fanout::glob::{glob_match, has_wildcards};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::AuthError;
@@ -28,10 +28,11 @@ use wse_protocol::handshake::Request;
 use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 
-use super::{Session, AUTH_FAILED};
+use super::{Conn, Session, AUTH_FAILED};
 use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
 use crate::security;
 use crate::server::Shared;
+use crate::shard::Shard;
 
 impl Session {
     /// Sends `server_ready` and applies `topics=` from the query string.
@@ -75,18 +76,17 @@ impl Session {
             let Some(data) = self.inflate_c_frame(text, data) else { return };
             data
         };
+        let size = data.len();
         let msgpack_body = if text { None } else { msgpack::body_of(&data, self.conn.msgpack) };
         let inbound = if let Some(body) = msgpack_body {
             let Some(inbound) = self.read_msgpack(body, sealed) else { return };
             inbound
         } else {
             if data.first() != Some(&b'{') && !text {
-                // TODO(#5): hand binary that is not a known format to the application (`bin`).
-                return;
+                return self.emit_unknown(text, data);
             }
             let Ok(inbound) = envelope::parse_inbound(&data) else {
-                // TODO(#5): hand text that is not JSON to the application (`raw`).
-                return;
+                return self.emit_unknown(text, data);
             };
             if !sealed && !self.signature_ok(&data) {
                 return;
@@ -113,10 +113,12 @@ impl Session {
                 engine::error("ENCRYPTION_REQUIRED", text, true, None, meta, out);
             });
         }
-        self.engine_message(message).await;
+        self.engine_message(message, size).await;
     }
 
-    async fn engine_message(&mut self, message: ClientMessage) {
+    /// Acts on a message the engine knows; `size` is its length as received, for the event
+    /// the application gets.
+    async fn engine_message(&mut self, message: ClientMessage, size: usize) {
         match message {
             ClientMessage::Ping { timestamp, cid } => {
                 self.send_direct(Priority::High, "PONG", cid.as_deref(), |meta, out| {
@@ -129,11 +131,14 @@ impl Session {
                 let recovery = update.recovery_requests();
                 let filters = update.filters.as_ref();
                 self.subscription(update.action, update.topics, filters, &recovery, cid.as_deref());
-                // TODO(#5): the application also receives the update as a `msg` event.
+                self.emit_message(update.inbound.raw, size);
             }
             ClientMessage::Publish(request) => self.publish(request).await,
-            ClientMessage::App(_) => {
-                // TODO(#5): hand to the application through the drain facade.
+            ClientMessage::App(inbound) => {
+                if inbound.t == "sync_request" {
+                    self.sync_request(&inbound.p);
+                }
+                self.emit_message(inbound.raw, size);
             }
         }
     }
@@ -236,7 +241,7 @@ impl Session {
         let Some(frame) = self.shard.direct_frame(&self.conn, t, normal, cid, false, answer) else {
             return;
         };
-        let budget = self.budget();
+        let budget = self.conn.budget_left(self.budget());
         let mut out = self.conn.out.borrow_mut();
         let outcome = if recovered.is_empty() {
             out.push(Priority::High, frame, budget)
@@ -367,6 +372,26 @@ impl Session {
         self.shard.publish(request).await;
     }
 
+    /// Holds back later publications of the requested topics until the application answers
+    /// (PROTOCOL.md §7; `snapshot.rs`). Without an application nobody would answer: no hold.
+    fn sync_request(&mut self, p: &sonic_rs::Value) {
+        if self.shard.app.is_none() {
+            return;
+        }
+        let topics: Vec<String> = p
+            .get("topics")
+            .and_then(|t| t.as_array())
+            .map(|list| list.iter().filter_map(|t| t.as_str()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let topics: Vec<String> =
+            topics.into_iter().filter(|t| validate_topic(t, true).is_ok()).collect();
+        let config = &self.shard.shared.config;
+        let deadline = std::time::Instant::now() + config.snapshot_timeout;
+        let limit = config.max_subscriptions_per_connection;
+        let held = self.conn.hold(&topics, deadline, limit);
+        ShardMetrics::add(&self.shard.metrics().snapshot_holds, held as u64);
+    }
+
     /// Publish rights: the token's `wse_topics.publish` globs, or the server-wide
     /// `allow_client_publish` for topics the connection may receive.
     fn may_publish(&self, topic: &str) -> bool {
@@ -393,16 +418,53 @@ impl Session {
         cid: Option<&str>,
         build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
     ) {
-        let frame = self.shard.direct_frame(&self.conn, t, Priority::Normal, cid, false, build);
-        if let Some(frame) = frame {
-            self.queue(pri, frame);
-        }
+        self.conn.send_direct(&self.shard, pri, t, cid, build);
     }
 
     fn queue(&mut self, pri: Priority, frame: Bytes) {
-        let budget = self.budget();
+        let budget = self.conn.budget_left(self.budget());
         let outcome = self.conn.out.borrow_mut().push(pri, frame, budget);
         self.shard.account(&self.conn, outcome);
+    }
+}
+
+impl Conn {
+    /// [`Session::send_direct`] for callers outside the connection's task (the
+    /// application's `send_event`).
+    pub(crate) fn send_direct(
+        &self,
+        shard: &Shard,
+        pri: Priority,
+        t: &str,
+        cid: Option<&str>,
+        build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
+    ) {
+        self.send_direct_as(shard, false, pri, t, cid, build);
+    }
+
+    /// Like [`Conn::send_direct`], in a binary frame when `binary` and not sealed: the
+    /// application's `send_event` messages travel as binary `{` frames (PROTOCOL.md §4), with
+    /// `pri` in their envelope. The frame is made by
+    /// [`Shard::direct_frame`](crate::shard::Shard) (signed, `M:`, compressed or sealed as
+    /// the connection takes it).
+    pub(crate) fn send_direct_as(
+        &self,
+        shard: &Shard,
+        binary: bool,
+        pri: Priority,
+        t: &str,
+        cid: Option<&str>,
+        build: impl FnOnce(&DirectMeta<'_>, &mut Vec<u8>),
+    ) {
+        // The application's messages carry their priority in the envelope; the engine's own
+        // answers only travel at theirs.
+        let envelope_pri = if binary { pri } else { Priority::Normal };
+        let Some(frame) = shard.direct_frame(self, t, envelope_pri, cid, binary, build) else {
+            return;
+        };
+        let budget = self.budget_left(shard.shared.config.max_outbound_queue_bytes);
+        let outcome = self.out.borrow_mut().push(pri, frame, budget);
+        shard.account(self, outcome);
     }
 }
 

@@ -12,7 +12,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::transport::Transport;
 use futures_lite::{AsyncRead, AsyncWriteExt};
@@ -102,10 +102,8 @@ async fn respond(
     let (status, content_type, body) = match path {
         _ if !endpoint => (404, "text/plain", "not found\n".into()),
         _ if request.method != "GET" => (405, "text/plain", "method not allowed\n".into()),
-        "/health" => {
-            (200, "application/json", shared.metrics.health_json(Instant::now(), crate::VERSION))
-        }
-        _ => (200, "text/plain; version=0.0.4", shared.metrics.prometheus()),
+        "/health" => (200, "application/json", shared.health_json()),
+        _ => (200, "text/plain; version=0.0.4", shared.prometheus()),
     };
     if status == 404 {
         shard.metrics().rejected(Rejection::NotFound);

@@ -1,0 +1,461 @@
+//! The engine's application interface: events out of the shards, calls into them.
+//!
+//! Place: `application (Python through py/, or Rust) ⇄ **app** ⇄ shards`. Two directions:
+//!
+//! - **Events** (PROTOCOL.md §8): every shard pushes what its connections report into its
+//!   own bounded ring (`inbound.rs`); [`App::drain`] collects from all of them, fairly, on
+//!   any plain thread, and sleeps on a condition variable while there is nothing. When the
+//!   application falls behind, connections stop reading their sockets: no event is dropped.
+//!   Events flow only when [`Config::app_events`](crate::Config::app_events) is set: the
+//!   standalone binary has no application and produces none.
+//! - **Calls**: [`App::send_event`], [`App::publish`], [`App::disconnect`], ... become
+//!   [`Control`] messages on the target shard's bounded control ring (a connection id names
+//!   its shard). A caller waits at most `publish_timeout` for room, then gets
+//!   [`Error::Busy`]: however fast the application calls, memory stays bounded. Queries
+//!   ([`App::connection_info`], [`App::connections`], ...) are round trips with the same bound;
+//!   [`App::connection_count`] is one atomic load.
+//!
+//! Every method takes `&self` and [`App`] is a cheap clone, so an application may drain on one
+//! thread while others send, and [`Server::shutdown`](crate::Server::shutdown) wakes a drain
+//! that is waiting.
+
+pub(crate) mod inbound;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sonic_rs::Value;
+use wse_fanout::ids::ConnId;
+use wse_fanout::mesh::PublishRequest;
+use wse_protocol::auth::TopicRules;
+use wse_protocol::close::is_valid_close_code;
+use wse_protocol::envelope::Priority;
+use wse_protocol::frame::{Data, OpCode};
+use wse_protocol::topic::validate_topic;
+use wse_protocol::writer;
+
+use crate::server::{Control, Shared};
+use crate::shard::shard_of;
+use crate::Error;
+use inbound::Inbound;
+
+/// One event for the application: which connection, and what happened.
+#[derive(Debug)]
+pub struct Event {
+    /// The connection, as [`App`]'s calls take it.
+    pub conn: ConnId,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What a connection reported (PROTOCOL.md §8). Events of one connection arrive in order:
+/// `connect` or `auth_connect` first, `disconnect` last.
+#[derive(Debug)]
+pub enum EventKind {
+    /// A connection admitted with a valid JWT; its `sub`.
+    AuthConnect {
+        /// The token's `sub`.
+        user_id: Box<str>,
+    },
+    /// A connection admitted without JWT; the request's `Cookie` header ("" when none).
+    Connect {
+        /// The `Cookie` header as sent.
+        cookies: Box<str>,
+    },
+    /// A WSE envelope from the client, whole (after the legacy prefix was stripped and E2E
+    /// opened). Also `subscription_update` and `sync_request`, after the engine acted.
+    Message(Value),
+    /// A text message that is not a JSON envelope.
+    Raw(Box<str>),
+    /// A binary message that is not a known format.
+    Binary(Bytes),
+    /// The connection ended: the close code (1006 when TCP ended without a Close) and the
+    /// reason (the client's text, or the engine's reason label).
+    Disconnect {
+        /// The close code.
+        code: u16,
+        /// Why.
+        reason: Box<str>,
+    },
+}
+
+impl EventKind {
+    /// The kind as PROTOCOL.md §8 names it: `auth_connect`, `connect`, `msg`, `raw`, `bin` or
+    /// `disconnect`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::AuthConnect { .. } => "auth_connect",
+            EventKind::Connect { .. } => "connect",
+            EventKind::Message(_) => "msg",
+            EventKind::Raw(_) => "raw",
+            EventKind::Binary(_) => "bin",
+            EventKind::Disconnect { .. } => "disconnect",
+        }
+    }
+}
+
+/// What the engine kept of a connection's upgrade request, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The `connection_id` the client saw in `server_ready` (a UUIDv7).
+    pub connection_id: String,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The token's `sub`, or the id given to [`App::accept`]; `None` when anonymous.
+    pub user_id: Option<String>,
+    /// The raw query string (without `?`), when there was one.
+    pub query: Option<String>,
+    /// Request headers in order, as text (invalid UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+    /// Whether headers were left out to stay within `max_connection_info_bytes`.
+    pub truncated: bool,
+}
+
+/// The application's handle on a running server; clone it freely.
+#[derive(Debug, Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    controls: Vec<flume::Sender<Control>>,
+    shared: Arc<Shared>,
+}
+
+impl App {
+    pub(crate) fn new(controls: Vec<flume::Sender<Control>>, shared: Arc<Shared>) -> App {
+        App { inner: Arc::new(Inner { controls, shared }) }
+    }
+
+    /// Up to `max_count` events from all shards, waiting up to `timeout` while there are
+    /// none. Returns an empty batch on timeout and, at once, after the server stopped.
+    pub fn drain(&self, max_count: usize, timeout: Duration) -> Result<Vec<Event>, Error> {
+        let mut out = Vec::with_capacity(max_count.min(4096));
+        self.drain_into(&mut out, max_count, timeout)?;
+        Ok(out)
+    }
+
+    /// Like [`App::drain`], appending to `out` (so one buffer can serve every call); returns
+    /// how many events were added.
+    pub fn drain_into(
+        &self,
+        out: &mut Vec<Event>,
+        max_count: usize,
+        timeout: Duration,
+    ) -> Result<usize, Error> {
+        Ok(self.inbound()?.drain_into(out, max_count, timeout))
+    }
+
+    /// Events waiting in the shards' rings now.
+    pub fn inbound_depth(&self) -> usize {
+        self.inner.shared.inbound.as_ref().map_or(0, |i| i.depth())
+    }
+
+    /// Sends `text` to one connection as one text frame, as it is: no envelope, no `seq`,
+    /// never sealed (use [`App::send_event`] for WSE messages).
+    pub fn send(&self, conn: ConnId, text: &str) -> Result<(), Error> {
+        let frame = frame(Data::Text, text.as_bytes());
+        self.to_conn(conn, Control::Frame { conn, frame })
+    }
+
+    /// Sends `data` to one connection as one binary frame, as it is.
+    pub fn send_bytes(&self, conn: ConnId, data: &[u8]) -> Result<(), Error> {
+        let frame = frame(Data::Binary, data);
+        self.to_conn(conn, Control::Frame { conn, frame })
+    }
+
+    /// Sends a WSE message of type `t` with payload `payload_json` (JSON text) to one
+    /// connection: the full envelope with the connection's next `seq`, signed and sealed as
+    /// the connection needs, like the engine's own messages. `*_snapshot` messages sent while
+    /// a `sync_request` is being answered are counted in its `snapshot_complete`; sending
+    /// `snapshot_complete` yourself ends the hold like [`App::snapshot_complete`] does.
+    pub fn send_event(
+        &self,
+        conn: ConnId,
+        t: &str,
+        payload_json: &str,
+        pri: Priority,
+        cid: Option<&str>,
+    ) -> Result<(), Error> {
+        if t.is_empty() {
+            return Err(Error::InvalidArgument("event type is empty".into()));
+        }
+        check_json(payload_json)?;
+        let control = Control::SendEvent {
+            conn,
+            t: t.into(),
+            payload: payload_json.into(),
+            pri,
+            cid: cid.map(Into::into),
+        };
+        self.to_conn(conn, control)
+    }
+
+    /// Publishes `payload_json` (JSON text) to `topic` with type `t` (the topic name when
+    /// `None`): the topic's owner shard stamps it and every subscriber on every shard gets
+    /// the same bytes. Calls from one thread keep their order.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload_json: &str,
+        t: Option<&str>,
+        pri: Priority,
+    ) -> Result<(), Error> {
+        validate_topic(topic, false).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        check_json(payload_json)?;
+        let request = PublishRequest {
+            topic: Arc::from(topic),
+            event_type: t.map(Into::into),
+            data: payload_json.into(),
+            pri,
+            id: None,
+        };
+        self.publish_request(request)
+    }
+
+    /// Publishes a request built by the caller (topic and JSON already checked).
+    pub fn publish_request(&self, request: PublishRequest) -> Result<(), Error> {
+        // One entry shard keeps one caller's requests in order.
+        // TODO(#4): every application publication passes shard 0's control loop before it
+        // reaches the topic's owner; sending it to the owner's control ring directly needs
+        // the shard index of each mesh peer, which the shards do not publish yet.
+        self.to_shard(0, Control::Publish(request))
+    }
+
+    /// Sends `text` as one text frame to every connection on every shard.
+    pub fn broadcast_all(&self, text: &str) -> Result<(), Error> {
+        let frame = frame(Data::Text, text.as_bytes());
+        for shard in 0..self.inner.controls.len() {
+            self.to_shard(shard, Control::Broadcast(frame.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes a connection to `topics` (exact names or globs) on the application's
+    /// authority: the topic ACL does not apply, the subscription limit does. Invalid names
+    /// are skipped. The client is not told.
+    pub fn subscribe_connection(&self, conn: ConnId, topics: &[&str]) -> Result<(), Error> {
+        let topics = topics.iter().map(|t| Box::from(*t)).collect();
+        self.to_conn(conn, Control::Subscribe { conn, topics })
+    }
+
+    /// Unsubscribes a connection from `topics`, or from everything when `None`.
+    pub fn unsubscribe_connection(
+        &self,
+        conn: ConnId,
+        topics: Option<&[&str]>,
+    ) -> Result<(), Error> {
+        let topics = topics.map(|list| list.iter().map(|t| Box::from(*t)).collect());
+        self.to_conn(conn, Control::Unsubscribe { conn, topics })
+    }
+
+    /// Closes a connection with `code` (1000, 3000-4999, ...) and `reason` (at most 123
+    /// bytes are sent). Its `disconnect` event follows.
+    pub fn disconnect(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Error> {
+        if !is_valid_close_code(code) {
+            return Err(Error::InvalidArgument(format!("close code {code} cannot be sent")));
+        }
+        let reason = truncate(reason, MAX_CLOSE_REASON).into();
+        self.to_conn(conn, Control::Disconnect { conn, code, reason })
+    }
+
+    /// Ends the snapshot hold of `topics` on a connection (every hold when empty): the engine
+    /// sends `snapshot_complete` `{topics, count}` (count: the `*_snapshot` messages sent
+    /// meanwhile), then the publications it held back, after everything queued before.
+    /// Name the topics as the client's `sync_request` did (a glob ends the hold of that
+    /// glob, not of the topics it matches). The message is sent even when nothing was held.
+    pub fn snapshot_complete(&self, conn: ConnId, topics: &[&str]) -> Result<(), Error> {
+        let topics = topics.iter().map(|t| Box::from(*t)).collect();
+        self.to_conn(conn, Control::SnapshotComplete { conn, topics })
+    }
+
+    /// Admits a connection that waits under `require_accept` (PROTOCOL.md §2): it gets
+    /// `server_ready` with `user_id` (or the token's `sub` when `None`). Ignored for a
+    /// connection that is not waiting.
+    pub fn accept(&self, conn: ConnId, user_id: Option<&str>) -> Result<(), Error> {
+        self.to_conn(conn, Control::Accept { conn, user_id: user_id.map(Into::into) })
+    }
+
+    /// Refuses a connection that waits under `require_accept`: it is closed with `code` and
+    /// `reason`, and its `disconnect` event follows.
+    pub fn reject(&self, conn: ConnId, code: u16, reason: &str) -> Result<(), Error> {
+        if !is_valid_close_code(code) {
+            return Err(Error::InvalidArgument(format!("close code {code} cannot be sent")));
+        }
+        let reason = truncate(reason, MAX_CLOSE_REASON).into();
+        self.to_conn(conn, Control::Reject { conn, code, reason })
+    }
+
+    /// Replaces the topic ACL of connection `conn` (PROTOCOL.md §2, `wse_topics`): later
+    /// subscriptions, deliveries and publishes follow `rules`; `None` lifts every limit.
+    pub fn set_topic_acl(&self, conn: ConnId, rules: Option<TopicRules>) -> Result<(), Error> {
+        self.to_conn(conn, Control::SetTopicAcl { conn, rules })
+    }
+
+    /// Admitted connections now, over all shards (one atomic load; includes connections in
+    /// their closing handshake).
+    pub fn connection_count(&self) -> usize {
+        self.inner.shared.admitted.load(Ordering::Acquire)
+    }
+
+    /// What the engine kept of a connection's upgrade request; `None` when it is gone or
+    /// events are off (the information is kept only for an application).
+    pub fn connection_info(&self, conn: ConnId) -> Result<Option<ConnectionInfo>, Error> {
+        let (reply, answer) = flume::bounded(1);
+        self.to_conn(conn, Control::ConnectionInfo { conn, reply })?;
+        self.answer(&answer, shard_of(conn))
+    }
+
+    /// Every open connection, over all shards.
+    pub fn connections(&self) -> Result<Vec<ConnId>, Error> {
+        let mut all = Vec::new();
+        for (shard, answer) in self.ask_every_shard(|reply| Control::Connections { reply })? {
+            all.extend(self.answer(&answer, shard)?);
+        }
+        Ok(all)
+    }
+
+    /// Connections subscribed to `topic` (directly or by a glob), over all shards.
+    pub fn topic_subscriber_count(&self, topic: &str) -> Result<usize, Error> {
+        let topic: Arc<str> = Arc::from(topic);
+        let ask = |reply| Control::SubscriberCount { topic: Arc::clone(&topic), reply };
+        let mut total = 0;
+        for (shard, answer) in self.ask_every_shard(ask)? {
+            total += self.answer(&answer, shard)?;
+        }
+        Ok(total)
+    }
+
+    /// The `GET /health` body.
+    pub fn health_json(&self) -> String {
+        self.inner.shared.health_json()
+    }
+
+    /// The `GET /metrics` body (Prometheus text format).
+    pub fn prometheus(&self) -> String {
+        self.inner.shared.prometheus()
+    }
+
+    fn inbound(&self) -> Result<&Inbound, Error> {
+        self.inner.shared.inbound.as_deref().ok_or(Error::NoApplication)
+    }
+
+    /// Sends a control message to the shard that owns `conn`.
+    fn to_conn(&self, conn: ConnId, control: Control) -> Result<(), Error> {
+        let shard = shard_of(conn);
+        if shard >= self.inner.controls.len() {
+            return Err(Error::InvalidArgument(format!("connection {conn} does not exist")));
+        }
+        self.to_shard(shard, control)
+    }
+
+    /// Sends a control message to `shard`, waiting at most `publish_timeout` for room.
+    fn to_shard(&self, shard: usize, control: Control) -> Result<(), Error> {
+        let waited = self.inner.shared.config.publish_timeout;
+        self.inner.controls[shard].send_timeout(control, waited).map_err(|e| match e {
+            flume::SendTimeoutError::Timeout(_) => {
+                let metrics = &self.inner.shared.metrics.shards[shard];
+                metrics.control_timeouts.fetch_add(1, Ordering::Relaxed);
+                Error::Busy { shard, waited }
+            }
+            flume::SendTimeoutError::Disconnected(_) => Error::Stopped,
+        })
+    }
+
+    /// Sends one query to every shard; the answers come back on the returned receivers.
+    fn ask_every_shard<T>(
+        &self,
+        ask: impl Fn(flume::Sender<T>) -> Control,
+    ) -> Result<Vec<(usize, flume::Receiver<T>)>, Error> {
+        let mut answers = Vec::with_capacity(self.inner.controls.len());
+        for shard in 0..self.inner.controls.len() {
+            let (reply, answer) = flume::bounded(1);
+            self.to_shard(shard, ask(reply))?;
+            answers.push((shard, answer));
+        }
+        Ok(answers)
+    }
+
+    /// Waits at most `publish_timeout` for a shard's answer.
+    fn answer<T>(&self, answer: &flume::Receiver<T>, shard: usize) -> Result<T, Error> {
+        let waited = self.inner.shared.config.publish_timeout;
+        answer.recv_timeout(waited).map_err(|e| match e {
+            flume::RecvTimeoutError::Timeout => Error::Busy { shard, waited },
+            flume::RecvTimeoutError::Disconnected => Error::Stopped,
+        })
+    }
+}
+
+/// A complete unmasked data frame around `payload`.
+fn frame(data: Data, payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 10);
+    writer::encode_frame(OpCode::Data(data), payload, &mut frame);
+    Bytes::from(frame)
+}
+
+/// Checks that `text` is one JSON value.
+fn check_json(text: &str) -> Result<(), Error> {
+    sonic_rs::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| Error::InvalidArgument(format!("payload is not JSON: {e}")))
+}
+
+/// The longest prefix of `text` within `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A Close frame's reason: 125 bytes of payload less the two of the code.
+const MAX_CLOSE_REASON: usize = 123;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds_use_the_protocol_names() {
+        let names: Vec<&str> = [
+            EventKind::AuthConnect { user_id: "u".into() },
+            EventKind::Connect { cookies: "".into() },
+            EventKind::Message(Value::new()),
+            EventKind::Raw("x".into()),
+            EventKind::Binary(Bytes::new()),
+            EventKind::Disconnect { code: 1000, reason: "".into() },
+        ]
+        .iter()
+        .map(EventKind::name)
+        .collect();
+        assert_eq!(names, ["auth_connect", "connect", "msg", "raw", "bin", "disconnect"]);
+    }
+
+    #[test]
+    fn the_handle_and_events_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<App>();
+        send::<Event>();
+        send_sync::<crate::Server>();
+    }
+
+    #[test]
+    fn close_reasons_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn payloads_must_be_json() {
+        assert!(check_json(r#"{"a":[1,2]}"#).is_ok());
+        assert!(check_json("42").is_ok());
+        assert!(check_json("{nope").is_err());
+        assert!(check_json("").is_err());
+    }
+}
