@@ -5,7 +5,8 @@
 //! de-duplication window there ([`dedup`]), stamped with its topic position ([`sequencer`]),
 //! encoded once, and sent to every shard, where the shard-local subscription index ([`index`],
 //! with [`glob`] for wildcard patterns) names the connections to queue it for, and the
-//! shard's [`history`] keeps it for subscribers that recover after a reconnect.
+//! shard's [`history`] keeps it for subscribers that recover after a reconnect. The owner
+//! shard also keeps who is on each of its topics ([`presence`]).
 //!
 //! The modules here are pure (no I/O, no executor, no clock: time is a parameter), except
 //! [`mesh`], which moves publications between shards over glommio rings. The Redis bridge
@@ -19,6 +20,7 @@ pub mod history;
 pub mod ids;
 pub mod index;
 pub mod owner;
+pub mod presence;
 pub mod sequencer;
 
 // Runtime modules: the only ones that run on a glommio executor.
@@ -30,6 +32,7 @@ pub use history::History;
 pub use ids::{ConnId, ShardId};
 pub use index::TopicIndex;
 pub use owner::owner_shard;
+pub use presence::PresenceTable;
 pub use sequencer::{Stamp, TopicSequencer};
 
 /// Errors of the fan-out layer.

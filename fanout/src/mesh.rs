@@ -4,8 +4,11 @@
 //! Two full meshes of bounded single-producer single-consumer rings (glommio
 //! `channel_mesh`), one ring per ordered pair of shards in each:
 //!
-//! - the *publish* mesh carries [`PublishRequest`]s from the publisher's shard to the topic's
-//!   owner shard ([`crate::owner::owner_shard`]), which alone stamps the topic's offsets;
+//! - the *publish* mesh carries [`ToOwner`] messages from the publisher's shard to the
+//!   topic's owner shard ([`crate::owner::owner_shard`]), which alone stamps the topic's
+//!   offsets and keeps its presence: [`PublishRequest`]s, and [`PresenceChange`]s, which
+//!   ride the same FIFO ring so that one connection's join reaches the owner before its
+//!   leave;
 //! - the *delivery* mesh carries stamped, already encoded [`Publication`]s from the owner to
 //!   every other shard.
 //!
@@ -22,6 +25,26 @@ use wse_protocol::envelope::Priority;
 
 use crate::ids::ShardId;
 use crate::owner::owner_shard;
+use crate::presence::PresenceChange;
+
+/// What travels from any shard to a topic's owner shard.
+#[derive(Debug, Clone)]
+pub enum ToOwner {
+    /// A publication to stamp and fan out.
+    Publish(PublishRequest),
+    /// A connection joined, left or updated its presence on a topic.
+    Presence(PresenceChange),
+}
+
+impl ToOwner {
+    /// The topic the message is about, which names its owner.
+    pub fn topic(&self) -> &str {
+        match self {
+            ToOwner::Publish(request) => &request.topic,
+            ToOwner::Presence(change) => &change.topic,
+        }
+    }
+}
 
 /// A request to publish, on its way to the topic's owner shard (not yet stamped).
 #[derive(Debug, Clone)]
@@ -91,7 +114,7 @@ impl Publication {
 /// Everything a shard needs to join both meshes; clone one per shard.
 #[derive(Debug, Clone)]
 pub struct MeshSetup {
-    publish: MeshBuilder<PublishRequest, Full>,
+    publish: MeshBuilder<ToOwner, Full>,
     deliver: MeshBuilder<Publication, Full>,
 }
 
@@ -99,9 +122,9 @@ pub struct MeshSetup {
 #[derive(Debug)]
 pub struct Rings {
     /// Senders towards owner shards (index = peer id in the publish mesh).
-    pub to_owner: Senders<PublishRequest>,
-    /// Requests from other shards for topics this shard owns.
-    pub from_publishers: Receivers<PublishRequest>,
+    pub to_owner: Senders<ToOwner>,
+    /// Requests and presence changes from other shards for topics this shard owns.
+    pub from_publishers: Receivers<ToOwner>,
     /// Senders towards every other shard's subscribers.
     pub to_shards: Senders<Publication>,
     /// Publications stamped by other shards.

@@ -182,6 +182,8 @@ pub struct Features {
     pub rust_jwt: bool,
     /// The socket layer is the Rust engine.
     pub rust_transport: bool,
+    /// Presence per topic (`presence_join`, `presence_leave`, `presence_update`).
+    pub presence: bool,
 }
 
 impl Features {
@@ -192,6 +194,7 @@ impl Features {
         w.boolean("msgpack", self.msgpack).boolean("recovery", self.recovery);
         w.boolean("priority_queue", self.priority_queue).boolean("batching", self.batching);
         w.boolean("rust_jwt", self.rust_jwt).boolean("rust_transport", self.rust_transport);
+        w.boolean("presence", self.presence);
         w.finish();
     }
 }
@@ -836,8 +839,8 @@ mod tests {
             r#""server_time":"2026-01-15T10:30:00.123Z","version":1,"features":{"#,
             r#""compression":true,"encryption":false,"msgpack":false,"recovery":false,"#,
             r#""priority_queue":false,"batching":false,"rust_jwt":false,"#,
-            r#""rust_transport":true}}},"id":"m1","ts":"2026-01-15T10:30:00.123Z","v":1,"#,
-            r#""seq":1}"#
+            r#""rust_transport":true,"presence":false}}},"#,
+            r#""id":"m1","ts":"2026-01-15T10:30:00.123Z","v":1,"seq":1}"#
         );
         assert_eq!(text(&out), expected);
     }

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use sonic_rs::Value;
 use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::PublishRequest;
+use wse_fanout::presence::{MemberView, TopicStats};
 use wse_protocol::auth::TopicRules;
 use wse_protocol::close::is_valid_close_code;
 use wse_protocol::envelope::Priority;
@@ -80,11 +81,47 @@ pub enum EventKind {
         /// Why.
         reason: Box<str>,
     },
+    /// A member joined or left a topic, or changed its data (presence on, PROTOCOL.md §8).
+    /// The event's `conn` is the connection whose subscription or data caused it; the
+    /// protocol's drain tuple carries no connection for these.
+    Presence {
+        /// Join, leave or update.
+        kind: PresenceKind,
+        /// The topic.
+        topic: Arc<str>,
+        /// The member: the user id, or the connection UUID of an anonymous connection.
+        user_id: Arc<str>,
+        /// The member's data, JSON text; `None` when it has none.
+        data: Option<Arc<str>>,
+    },
+}
+
+/// What a presence event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceKind {
+    /// The member's first connection subscribed to the topic.
+    Join,
+    /// The member's last connection left the topic.
+    Leave,
+    /// The member's data changed.
+    Update,
+}
+
+impl PresenceKind {
+    /// The event type on the wire and in the drain: `presence_join`, `presence_leave` or
+    /// `presence_update`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PresenceKind::Join => "presence_join",
+            PresenceKind::Leave => "presence_leave",
+            PresenceKind::Update => "presence_update",
+        }
+    }
 }
 
 impl EventKind {
-    /// The kind as PROTOCOL.md §8 names it: `auth_connect`, `connect`, `msg`, `raw`, `bin` or
-    /// `disconnect`.
+    /// The kind as PROTOCOL.md §8 names it: `auth_connect`, `connect`, `msg`, `raw`, `bin`,
+    /// `disconnect`, or one of the presence kinds.
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::AuthConnect { .. } => "auth_connect",
@@ -93,6 +130,7 @@ impl EventKind {
             EventKind::Raw(_) => "raw",
             EventKind::Binary(_) => "bin",
             EventKind::Disconnect { .. } => "disconnect",
+            EventKind::Presence { kind, .. } => kind.name(),
         }
     }
 }
@@ -330,6 +368,54 @@ impl App {
         Ok(total)
     }
 
+    /// Sets the presence data (JSON text, at most `presence.max_data_size` bytes; `None`
+    /// clears it) of a connection: the member it counts for is announced with it on every
+    /// topic the connection is on (`presence_update`) and joins later topics with it. Call it
+    /// before [`App::subscribe_connection`] to join with data: calls about one connection keep
+    /// their order.
+    pub fn update_presence(&self, conn: ConnId, data_json: Option<&str>) -> Result<(), Error> {
+        let settings = &self.inner.shared.config.presence;
+        if !settings.enabled {
+            return Err(Error::InvalidArgument("presence is not enabled".into()));
+        }
+        if let Some(data) = data_json {
+            check_json(data)?;
+            if data.len() > settings.max_data_size {
+                let limit = settings.max_data_size;
+                let message = format!("presence data is {} bytes, over {limit}", data.len());
+                return Err(Error::InvalidArgument(message));
+            }
+        }
+        let data = data_json.map(Arc::from);
+        self.to_conn(conn, Control::UpdatePresence { conn, data })
+    }
+
+    /// The members of `topic` (sorted by user id) with their data and connection counts.
+    /// Empty when presence is off or nobody is on the topic.
+    pub fn presence(&self, topic: &str) -> Result<Vec<MemberView>, Error> {
+        let topic: Arc<str> = Arc::from(topic);
+        let ask = |reply| Control::Presence { topic: Arc::clone(&topic), reply };
+        // Only the topic's owner shard lists anyone; the others answer with nothing.
+        let mut members = Vec::new();
+        for (shard, answer) in self.ask_every_shard(ask)? {
+            members.extend(self.answer(&answer, shard)?);
+        }
+        Ok(members)
+    }
+
+    /// How many members and connections `topic` has.
+    pub fn presence_stats(&self, topic: &str) -> Result<TopicStats, Error> {
+        let topic: Arc<str> = Arc::from(topic);
+        let ask = |reply| Control::PresenceStats { topic: Arc::clone(&topic), reply };
+        let mut total = TopicStats::default();
+        for (shard, answer) in self.ask_every_shard(ask)? {
+            let part = self.answer(&answer, shard)?;
+            total.users += part.users;
+            total.connections += part.connections;
+        }
+        Ok(total)
+    }
+
     /// The `GET /health` body.
     pub fn health_json(&self) -> String {
         self.inner.shared.health_json()
@@ -429,11 +515,21 @@ mod tests {
             EventKind::Raw("x".into()),
             EventKind::Binary(Bytes::new()),
             EventKind::Disconnect { code: 1000, reason: "".into() },
+            EventKind::Presence {
+                kind: PresenceKind::Leave,
+                topic: "t".into(),
+                user_id: "u".into(),
+                data: None,
+            },
         ]
         .iter()
         .map(EventKind::name)
         .collect();
-        assert_eq!(names, ["auth_connect", "connect", "msg", "raw", "bin", "disconnect"]);
+        let expected = ["auth_connect", "connect", "msg", "raw", "bin", "disconnect"];
+        assert_eq!(names[..6], expected);
+        assert_eq!(names[6], "presence_leave");
+        assert_eq!(PresenceKind::Join.name(), "presence_join");
+        assert_eq!(PresenceKind::Update.name(), "presence_update");
     }
 
     #[test]

@@ -92,6 +92,27 @@ pub struct Config {
     /// Bytes of a connection's request headers and query kept for
     /// [`crate::App::connection_info`]; headers past it are left out.
     pub max_connection_info_bytes: usize,
+    /// Who is on each topic (PROTOCOL.md §7, §8, §10).
+    pub presence: PresenceSettings,
+}
+
+/// Presence (PROTOCOL.md §7, §10); see the `--presence*` flags. Off by default, as in the
+/// 2.x server: it costs a message to every subscriber of a topic whenever someone joins or
+/// leaves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// Keep presence for exact-topic subscriptions and announce joins, leaves and updates.
+    pub enabled: bool,
+    /// Largest presence data of one connection, as JSON text.
+    pub max_data_size: usize,
+    /// Most members listed per topic; 0 is no limit.
+    pub max_members: usize,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        PresenceSettings { enabled: false, max_data_size: 4096, max_members: 0 }
+    }
 }
 
 /// Compression settings (PROTOCOL.md §1, §4, §10); see the flags of the same names.
@@ -284,6 +305,7 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(1),
             snapshot_timeout: Duration::from_secs(5),
             max_connection_info_bytes: 4096,
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -355,6 +377,9 @@ impl Config {
         }
         if self.require_accept && !self.app_events {
             return bad("require_accept needs app_events: someone must accept".into());
+        }
+        if self.presence.max_data_size == 0 {
+            return bad("presence_max_data_size must be positive".into());
         }
         if self.publish_timeout == zero || self.snapshot_timeout == zero {
             return bad("publish_timeout and snapshot_timeout must be positive".into());
@@ -568,6 +593,16 @@ pub struct Cli {
     /// [default: 4096].
     #[arg(long, env = "WSE_MAX_CONNECTION_INFO_BYTES")]
     pub max_connection_info_bytes: Option<usize>,
+    /// Keep presence per topic and announce presence_join, presence_leave and
+    /// presence_update to its subscribers.
+    #[arg(long, env = "WSE_PRESENCE")]
+    pub presence: bool,
+    /// Largest presence data of one connection, bytes of JSON [default: 4096].
+    #[arg(long, env = "WSE_PRESENCE_MAX_DATA_SIZE")]
+    pub presence_max_data_size: Option<usize>,
+    /// Most members listed per topic; 0 is no limit [default: 0].
+    #[arg(long, env = "WSE_PRESENCE_MAX_MEMBERS")]
+    pub presence_max_members: Option<usize>,
     /// PEM certificate chain: serve wss:// (needs --tls-key).
     #[arg(long, env = "WSE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -652,6 +687,9 @@ impl Cli {
             publish_timeout: self.publish_timeout,
             snapshot_timeout: self.snapshot_timeout,
             max_connection_info_bytes: self.max_connection_info_bytes,
+            presence: self.presence.then_some(true),
+            presence_max_data_size: self.presence_max_data_size,
+            presence_max_members: self.presence_max_members,
         }
     }
 }
@@ -721,6 +759,9 @@ struct Overrides {
     publish_timeout: Option<f64>,
     snapshot_timeout: Option<f64>,
     max_connection_info_bytes: Option<usize>,
+    presence: Option<bool>,
+    presence_max_data_size: Option<usize>,
+    presence_max_members: Option<usize>,
 }
 
 impl Overrides {
@@ -748,6 +789,9 @@ impl Overrides {
         set(&mut c.max_inbound_queue_bytes, self.max_inbound_queue_bytes);
         set(&mut c.control_capacity, self.control_capacity);
         set(&mut c.max_connection_info_bytes, self.max_connection_info_bytes);
+        set(&mut c.presence.enabled, self.presence);
+        set(&mut c.presence.max_data_size, self.presence_max_data_size);
+        set(&mut c.presence.max_members, self.presence_max_members);
         set_secs(&mut c.publish_timeout, self.publish_timeout, "publish_timeout")?;
         set_secs(&mut c.snapshot_timeout, self.snapshot_timeout, "snapshot_timeout")?;
         set_secs(&mut c.handshake_timeout, self.handshake_timeout, "handshake_timeout")?;
@@ -1045,6 +1089,11 @@ mod tests {
         assert!(cli(&["--publish-timeout", "0"]).is_err());
         assert!(cli(&["--max-inbound-queue-size", "0"]).is_err());
         assert!(cli(&["--max-inbound-queue-bytes", "1000"]).is_err(), "below max_message_size");
+        assert!(!c.presence.enabled);
+        assert_eq!((c.presence.max_data_size, c.presence.max_members), (4096, 0));
+        let c = cli(&["--presence", "--presence-max-members", "3"]).expect("ok");
+        assert!(c.presence.enabled && c.presence.max_members == 3);
+        assert!(cli(&["--presence-max-data-size", "0"]).is_err());
         let lonely = Config { require_accept: true, ..Config::default() };
         assert!(lonely.validate().is_err(), "require_accept without an application");
     }

@@ -27,6 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -137,6 +138,8 @@ pub(crate) struct Conn {
     pub topics: RefCell<Vec<Box<str>>>,
     /// The token's `sub`; `None` for anonymous connections.
     pub user_id: Option<Box<str>>,
+    /// The presence data the application set (JSON text); members join topics with it.
+    pub presence_data: RefCell<Option<Arc<str>>>,
     /// When the token expires (Unix seconds); 0 when there is no token.
     expires_at: u64,
     /// Which topics the connection may receive and publish; `None` allows every topic.
@@ -180,6 +183,7 @@ impl Conn {
             seq: Cell::new(0),
             topics: RefCell::new(Vec::new()),
             user_id,
+            presence_data: RefCell::new(None),
             expires_at,
             acl: RefCell::new(acl),
             e2e: RefCell::new(None),
@@ -672,6 +676,9 @@ impl Session {
         drop(index);
         let held = topics.len() as u64;
         shard.metrics().subscriptions.fetch_sub(held, std::sync::atomic::Ordering::Relaxed);
+        for topic in topics.iter() {
+            shard.presence_leave(&self.conn, topic);
+        }
         shard.conns.borrow_mut().remove(&self.conn.id);
         if self.conn.msgpack {
             ShardMetrics::dec(&shard.shared.metrics.msgpack_connections);

@@ -28,10 +28,11 @@ mod transport;
 
 use std::net::SocketAddr;
 
-pub use app::{App, ConnectionInfo, Event, EventKind};
+pub use app::{App, ConnectionInfo, Event, EventKind, PresenceKind};
 pub use config::Config;
 pub use server::{Control, Server};
 pub use wse_fanout::ids::ConnId;
+pub use wse_fanout::presence::{MemberView, TopicStats};
 pub use wse_protocol::envelope::Priority;
 
 /// Errors of starting, configuring or running the server.

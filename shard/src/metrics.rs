@@ -331,6 +331,14 @@ pub struct ShardMetrics {
     pub snapshot_holds: AtomicU64,
     /// Snapshot holds released by `snapshot_timeout` instead of `snapshot_complete`.
     pub snapshot_timeouts: AtomicU64,
+    /// Topics with presence members on this owner shard (gauge, as `queued_bytes`).
+    pub presence_topics: AtomicU64,
+    /// Presence members over this owner shard's topics (gauge, as `queued_bytes`).
+    pub presence_users: AtomicU64,
+    /// Presence announcements (`presence_join`, `presence_leave`, `presence_update`).
+    pub presence_events: AtomicU64,
+    /// New presence members refused by the per-topic member limit.
+    pub presence_refused: AtomicU64,
     closes: [AtomicU64; CloseReason::ALL.len()],
     rejections: [AtomicU64; Rejection::ALL.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -478,7 +486,7 @@ impl Metrics {
         });
         let help = "Subscriptions held by connections.";
         self.per_shard(&mut out, "wse_subscriptions", "gauge", help, |m| &m.subscriptions);
-        let gauges: [(&str, &str, Field); 5] = [
+        let gauges: [(&str, &str, Field); 7] = [
             ("wse_outbound_queued_bytes", "Bytes in outbound queues.", |m| &m.queued_bytes),
             ("wse_outbound_queue_max_bytes", "The fullest outbound queue.", |m| {
                 &m.queued_bytes_max
@@ -486,11 +494,13 @@ impl Metrics {
             ("wse_history_topics", "Topics with a known position.", |m| &m.history_topics),
             ("wse_history_messages", "Messages kept for recovery.", |m| &m.history_messages),
             ("wse_history_bytes", "Charged bytes of history.", |m| &m.history_bytes),
+            ("wse_presence_topics", "Topics with presence members.", |m| &m.presence_topics),
+            ("wse_presence_users", "Presence members over all topics.", |m| &m.presence_users),
         ];
         for (name, help, field) in gauges {
             self.per_shard(&mut out, name, "gauge", help, field);
         }
-        let counters: [(&str, &str, Field); 22] = [
+        let counters: [(&str, &str, Field); 24] = [
             ("wse_connections_accepted_total", "Upgraded connections.", |m| &m.accepted),
             ("wse_messages_in_total", "Data messages received.", |m| &m.messages_in),
             ("wse_messages_out_total", "Frames sent.", |m| &m.messages_out),
@@ -528,6 +538,12 @@ impl Metrics {
             ("wse_snapshot_holds_total", "Topics held back for a snapshot.", |m| &m.snapshot_holds),
             ("wse_snapshot_timeouts_total", "Snapshot holds ended by timeout.", |m| {
                 &m.snapshot_timeouts
+            }),
+            ("wse_presence_events_total", "Presence joins, leaves and updates announced.", |m| {
+                &m.presence_events
+            }),
+            ("wse_presence_refused_total", "Presence members over the member limit.", |m| {
+                &m.presence_refused
             }),
         ];
         for (name, help, field) in counters {

@@ -16,6 +16,7 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
 use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::{MeshSetup, PublishRequest};
+use wse_fanout::presence::{MemberView, TopicStats};
 use wse_protocol::auth::TopicRules;
 use wse_protocol::envelope::Priority;
 
@@ -81,6 +82,27 @@ pub enum Control {
         conn: ConnId,
         /// Topics or globs; `None` for every subscription.
         topics: Option<Vec<Box<str>>>,
+    },
+    /// Set one connection's presence data and announce it on the topics it is on.
+    UpdatePresence {
+        /// The connection.
+        conn: ConnId,
+        /// JSON text, already checked; `None` clears the data.
+        data: Option<Arc<str>>,
+    },
+    /// Answer with the presence members this shard keeps for a topic it owns.
+    Presence {
+        /// The topic.
+        topic: Arc<str>,
+        /// Where the answer goes.
+        reply: flume::Sender<Vec<MemberView>>,
+    },
+    /// Answer with the presence counts this shard keeps for a topic it owns.
+    PresenceStats {
+        /// The topic.
+        topic: Arc<str>,
+        /// Where the answer goes.
+        reply: flume::Sender<TopicStats>,
     },
     /// Close one connection.
     Disconnect {

@@ -32,6 +32,7 @@
 //! publication this shard delivered, and the next one finds the new subscriber in the index.
 
 mod control;
+mod presence;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -50,7 +51,8 @@ use wse_fanout::dedup::DedupWindow;
 use wse_fanout::history::{self, History, Recovery};
 use wse_fanout::ids::ConnId;
 use wse_fanout::index::TopicIndex;
-use wse_fanout::mesh::{Encoded, MeshSetup, Publication, PublishRequest, Rings};
+use wse_fanout::mesh::{Encoded, MeshSetup, Publication, PublishRequest, Rings, ToOwner};
+use wse_fanout::presence::{PresenceChange, PresenceTable};
 use wse_fanout::sequencer::TopicSequencer;
 use wse_protocol::auth::TopicRules;
 use wse_protocol::deflate::{Deflater, Inflater};
@@ -104,8 +106,14 @@ pub(crate) struct Shard {
     /// The one decompressor of the shard, bounded by `max_message_size`.
     pub inflater: RefCell<Inflater>,
     rings: Rings,
-    /// Publish requests waiting for the owner task, in arrival order.
-    owner_queue: LocalSender<PublishRequest>,
+    /// Publish requests and presence changes waiting for the owner task, in arrival order.
+    owner_queue: LocalSender<ToOwner>,
+    /// Who is on each topic this shard owns (empty when presence is off).
+    presence: RefCell<PresenceTable>,
+    /// Presence changes of this shard's connections on their way to the topics' owners
+    /// (`presence.rs`). Unbounded, but each subscription puts at most one join and one leave
+    /// in it, so the subscription limits bound it.
+    presence_out: LocalSender<PresenceChange>,
     next_conn: Cell<u64>,
     /// Set once shutdown began: no new connections, no new subscriptions.
     pub stopping: Cell<bool>,
@@ -127,8 +135,11 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
         let requests = rings.from_publishers.streams();
         let publications = rings.from_owners.streams();
         let (owner_queue, owner_rx) = local_channel::new_bounded(OWNER_QUEUE);
-        let shard = Rc::new(Shard::new(index, shared, rings, owner_queue));
+        let (presence_out, presence_rx) = local_channel::new_unbounded();
+        let queues = Queues { owner: owner_queue, presence: presence_out };
+        let shard = Rc::new(Shard::new(index, shared, rings, queues));
         spawn_local(owner_task(Rc::clone(&shard), owner_rx)).detach();
+        spawn_local(presence::forward(Rc::clone(&shard), presence_rx)).detach();
         if let Some(room) = shard.shared.rooms.get(index).cloned() {
             spawn_local(room_task(Rc::clone(&shard), room)).detach();
         }
@@ -145,12 +156,7 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
 }
 
 impl Shard {
-    fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        rings: Rings,
-        owner_queue: LocalSender<PublishRequest>,
-    ) -> Shard {
+    fn new(index: usize, shared: Arc<Shared>, rings: Rings, queues: Queues) -> Shard {
         let config = &shared.config;
         let dedup = DedupWindow::new(config.dedup_window, config.dedup_window_age);
         let history = History::new(history_limits(&shared));
@@ -170,7 +176,9 @@ impl Shard {
             deflater: RefCell::new(new_deflater(config.compression.level)),
             inflater: RefCell::new(Inflater::new(config.max_message_size)),
             rings,
-            owner_queue,
+            owner_queue: queues.owner,
+            presence: RefCell::new(PresenceTable::new(config.presence.max_members)),
+            presence_out: queues.presence,
             next_conn: Cell::new(1),
             stopping: Cell::new(false),
             shared,
@@ -198,11 +206,16 @@ impl Shard {
     /// Sends `request` towards the owner of its topic. Waits while the rings are full, which
     /// holds back the publisher (its connection stops reading) rather than dropping.
     pub(crate) async fn publish(&self, request: PublishRequest) {
-        let owner = self.rings.owner_of(&request.topic);
-        if self.rings.owns(&request.topic) {
-            let _ = self.owner_queue.send(request).await;
-        } else if self.rings.to_owner.send_to(owner.0, request).await.is_err() {
-            debug!("owner shard is gone; publication dropped during shutdown");
+        self.send_to_owner(ToOwner::Publish(request)).await;
+    }
+
+    /// Sends `message` to the owner of its topic: this shard's owner task, or a peer's ring.
+    async fn send_to_owner(&self, message: ToOwner) {
+        let owner = self.rings.owner_of(message.topic());
+        if self.rings.owns(message.topic()) {
+            let _ = self.owner_queue.send(message).await;
+        } else if self.rings.to_owner.send_to(owner.0, message).await.is_err() {
+            debug!("owner shard is gone; message dropped during shutdown");
         }
     }
 
@@ -570,12 +583,15 @@ impl Shard {
         }
         set(&m.queued_bytes, total);
         set(&m.queued_bytes_max, max);
+        let (topics, users) = self.presence.borrow().totals();
+        set(&m.presence_topics, topics);
+        set(&m.presence_users, users);
     }
 
     /// One task per peer ring: requests go to the owner queue, publications to subscribers.
     fn spawn_ring_receivers(
         self: &Rc<Self>,
-        requests: Vec<(usize, ConnectedReceiver<PublishRequest>)>,
+        requests: Vec<(usize, ConnectedReceiver<ToOwner>)>,
         publications: Vec<(usize, ConnectedReceiver<Publication>)>,
     ) {
         for (_, mut stream) in requests {
@@ -614,12 +630,22 @@ impl Shard {
     }
 }
 
-/// Stamps publications in arrival order; the only task that calls `stamp_and_fan_out`, so
-/// a topic's offsets leave this shard in the order they were assigned.
-async fn owner_task(shard: Rc<Shard>, queue: local_channel::LocalReceiver<PublishRequest>) {
-    while let Some(request) = queue.recv().await {
-        shard.stamp_and_fan_out(request).await;
+/// Stamps publications and applies presence changes in arrival order; the only task that
+/// calls `stamp_and_fan_out`, so a topic's offsets leave this shard in the order they were
+/// assigned.
+async fn owner_task(shard: Rc<Shard>, queue: local_channel::LocalReceiver<ToOwner>) {
+    while let Some(message) = queue.recv().await {
+        match message {
+            ToOwner::Publish(request) => shard.stamp_and_fan_out(request).await,
+            ToOwner::Presence(change) => shard.apply_presence(change).await,
+        }
     }
+}
+
+/// The local queues a shard's tasks feed.
+struct Queues {
+    owner: LocalSender<ToOwner>,
+    presence: LocalSender<PresenceChange>,
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: glommio::net::TcpListener) {

@@ -13,46 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::engine::{connected, drain_until, open, start};
 use common::json::{self, Value};
 use common::{masked, random_key, RawClient, BINARY, CLOSE, FIN, IO_LIMIT, PING, PONG, TEXT};
 use sonic_rs::JsonValueTrait;
-use wse_shard::{App, Config, ConnId, Error, Event, EventKind, Priority, Server as Engine};
-
-/// Starts an engine with two shards on 127.0.0.1 and an application attached.
-fn start(tune: impl FnOnce(&mut Config)) -> Engine {
-    let mut config = Config { host: [127, 0, 0, 1].into(), port: 0, ..Config::default() };
-    config.cores.truncate(2);
-    while config.cores.len() < 2 {
-        config.cores.push(config.cores[0]);
-    }
-    config.app_events = true;
-    tune(&mut config);
-    Engine::start(config).expect("engine starts")
-}
-
-/// Drains until `done` holds for what was collected, or `within` passes.
-fn drain_until(app: &App, within: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + within;
-    let mut all = Vec::new();
-    while !done(&all) && Instant::now() < deadline {
-        app.drain_into(&mut all, 256, Duration::from_millis(50)).expect("drain");
-    }
-    all
-}
-
-/// The connection ids of `connect` events.
-fn connected(events: &[Event]) -> Vec<ConnId> {
-    events.iter().filter(|e| matches!(e.kind, EventKind::Connect { .. })).map(|e| e.conn).collect()
-}
-
-/// Opens a client and drains its `connect` event; returns both.
-fn open(engine: &Engine, path: &str) -> (RawClient, ConnId) {
-    let (client, _) = RawClient::open_wse(engine.local_addr(), path);
-    let events = drain_until(engine.app(), IO_LIMIT, |e| !connected(e).is_empty());
-    let ids = connected(&events);
-    assert_eq!(ids.len(), 1, "one connect event: {events:?}");
-    (client, ids[0])
-}
+use wse_shard::{ConnId, Error, Event, EventKind, Priority};
 
 /// `t` of a `msg` event.
 fn msg_type(event: &Event) -> Option<&str> {

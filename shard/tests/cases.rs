@@ -1,5 +1,6 @@
 //! Regression tests for the fault cases C01–C07 and the server side of C10
-//! (`../shared/cases/README.md`), on plain `ws://` without auth, compression or presence.
+//! (`../shared/cases/README.md`), on plain `ws://` without auth or compression; C10 also
+//! with presence on.
 //!
 //! Frame-layer inputs (C03–C07) run three times each: with the documented bytes (masking key
 //! `01 02 03 04`, checked byte for byte against the README) on an `--echo` server, where a
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::json::Value;
 use common::*;
 
 // ------------------------------------------------------------------------------------------
@@ -695,6 +697,90 @@ fn c10_half_open_connections_are_torn_down_by_the_heartbeat_timeout() {
     assert_eq!(server.metric("wse_dropped_messages_total"), dropped);
     drop(clients);
     unharmed.check(&server);
+}
+
+/// C10 with presence on: each half-open client's death is announced to the topic as a
+/// `presence_leave` carrying that client's member id (its `connection_id`, anonymous), and a
+/// bystander of the topic that is not behind a relay receives every one of them, while the
+/// client with a working link stays listed.
+#[test]
+fn c10_presence_leave_of_half_open_connections_reaches_the_bystanders() {
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--ping-interval",
+        "2",
+        "--idle-timeout",
+        "4",
+        "--close-timeout",
+        "1",
+        "--presence",
+        "--allow-client-publish",
+    ]);
+    let mut unharmed = Unharmed::before(&server);
+    let watcher = LiveClient::open(server.addr, "/wse?topics=c10p");
+    watcher.wait_json(IO_LIMIT, |v| v.str_at("t") == Some("subscription_update"));
+
+    let variants = [DISCARD_UP | DISCARD_DOWN, DISCARD_DOWN, DISCARD_UP, 0];
+    let relays: Vec<Relay> = variants.iter().map(|_| Relay::start(server.addr)).collect();
+    let mut ids = Vec::new();
+    let mut clients = Vec::new();
+    for relay in &relays {
+        let (raw, ready) = RawClient::open_wse(relay.addr, "/wse?topics=c10p");
+        let details = ready.get("p").and_then(|p| p.get("details")).expect("server_ready");
+        ids.push(details.str_at("connection_id").expect("connection_id").to_owned());
+        let client = LiveClient::from_raw(raw);
+        client.wait_json(IO_LIMIT, |v| v.str_at("t") == Some("subscription_update"));
+        clients.push(client);
+    }
+    for id in &ids {
+        let joined = watcher.wait_json(IO_LIMIT, |v| presence_of(v, "presence_join", id));
+        assert!(joined.is_some(), "no presence_join for {id}");
+    }
+
+    // Members: the watcher, the four relayed clients, and the bystanders of UNHARMED. Every
+    // join has been applied (the watcher saw them); the gauge follows within a tick (<= 1 s).
+    thread::sleep(Duration::from_millis(1200));
+    let members = server.metric("wse_presence_users");
+    assert!(members >= 5.0, "{members} presence members");
+
+    let dark_at = Instant::now();
+    for (relay, mode) in relays.iter().zip(variants) {
+        relay.set(mode);
+    }
+    // P + T + close timeout + 2 s, as the case allows.
+    let limit = Duration::from_secs(2 + 4 + 1 + 2);
+    let mut left: Vec<String> = Vec::new();
+    while left.len() < 3 && dark_at.elapsed() < limit {
+        let within = limit.saturating_sub(dark_at.elapsed()).min(Duration::from_millis(500));
+        let leave = |v: &Value| v.str_at("t") == Some("presence_leave");
+        if let Some(v) = watcher.wait_json(within, leave) {
+            left.extend(v.get("p").and_then(|p| p.str_at("user_id")).map(str::to_owned));
+        }
+        unharmed.publish_one();
+    }
+    eprintln!("c10: {} presence_leave after {:?}", left.len(), dark_at.elapsed());
+    left.sort();
+    let mut dark = ids[..3].to_vec();
+    dark.sort();
+    assert_eq!(left, dark, "presence_leave of exactly the half-open clients within {limit:?}");
+    let late = watcher.collect(Duration::from_millis(300));
+    let working_left = late.iter().any(|seen| match seen {
+        Seen::Json(v) => presence_of(v, "presence_leave", &ids[3]),
+        _ => false,
+    });
+    assert!(!working_left, "the client with a working link was announced as gone");
+    let now = server.wait_metric("wse_presence_users", IO_LIMIT, |n| n == members - 3.0);
+    assert_eq!(now, members - 3.0, "the half-open clients are still listed");
+    drop(clients);
+    unharmed.check(&server);
+}
+
+/// Whether `v` is a presence publication of `kind` on `c10p` for member `id`.
+fn presence_of(v: &Value, kind: &str, id: &str) -> bool {
+    v.str_at("t") == Some(kind)
+        && v.str_at("tp") == Some("c10p")
+        && v.get("p").and_then(|p| p.str_at("user_id")) == Some(id)
 }
 
 /// Relay mode bit: drop bytes from the client to the server.

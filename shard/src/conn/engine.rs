@@ -322,6 +322,7 @@ impl Session {
             self.shard.topics.borrow_mut().subscribe(self.conn.id, topic);
             mine.push(topic.into());
             ShardMetrics::add(&self.shard.metrics().subscriptions, 1);
+            self.shard.presence_join(&self.conn, topic);
         }
         if let Some(filter) = filter {
             self.shard.topics.borrow_mut().set_filter(self.conn.id, topic, filter);
@@ -349,6 +350,7 @@ impl Session {
             mine.swap_remove(at);
             self.shard.topics.borrow_mut().unsubscribe(self.conn.id, topic);
             ShardMetrics::dec(&self.shard.metrics().subscriptions);
+            self.shard.presence_leave(&self.conn, topic);
         }
     }
 
@@ -479,5 +481,6 @@ fn features(shared: &Shared) -> Features {
         batching: true,
         rust_jwt: shared.guard.requires_token(),
         rust_transport: true,
+        presence: shared.config.presence.enabled,
     }
 }

@@ -74,6 +74,15 @@ impl Shard {
             Control::SubscriberCount { topic, reply } => {
                 let _ = reply.try_send(self.topics.borrow().subscriber_count(&topic));
             }
+            Control::UpdatePresence { conn, data } => {
+                self.with_conn(conn, |c| self.update_presence(c, data));
+            }
+            Control::Presence { topic, reply } => {
+                let _ = reply.try_send(self.presence_members(&topic));
+            }
+            Control::PresenceStats { topic, reply } => {
+                let _ = reply.try_send(self.presence_stats(&topic));
+            }
             Control::Shutdown { .. } | Control::Publish(_) | Control::SetTopicAcl { .. } => {
                 // Served by the control loop itself.
             }
@@ -152,6 +161,7 @@ impl Shard {
             self.topics.borrow_mut().subscribe(conn.id, topic);
             mine.push(topic.clone());
             ShardMetrics::add(&self.metrics().subscriptions, 1);
+            self.presence_join(conn, topic);
         }
     }
 
@@ -166,11 +176,16 @@ impl Shard {
                 gone
             }
         };
+        drop(mine);
         let mut index = self.topics.borrow_mut();
         for topic in &gone {
             index.unsubscribe(conn.id, topic);
         }
+        drop(index);
         self.metrics().subscriptions.fetch_sub(gone.len() as u64, Ordering::Relaxed);
+        for topic in &gone {
+            self.presence_leave(conn, topic);
+        }
     }
 }
 

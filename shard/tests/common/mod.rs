@@ -12,6 +12,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod engine;
 pub mod json;
 pub mod mp;
 pub mod token;
