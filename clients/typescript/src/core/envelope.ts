@@ -45,6 +45,8 @@ export interface WSEMessage {
   readonly verified: boolean;
   /** True when the message arrived sealed in an `E:` frame (PROTOCOL §5). */
   readonly encrypted: boolean;
+  /** Wire format of the frame (PROTOCOL §4); inside `E:` for sealed ones. */
+  readonly format: 'json' | 'compressed' | 'zlib' | 'msgpack';
 }
 
 /** An outbound envelope, ready for serialisation. */
@@ -80,7 +82,7 @@ export function categoryOf(type: string): Category {
  */
 export function toMessage(
   raw: unknown,
-  flags: { verified: boolean; encrypted: boolean },
+  flags: Pick<WSEMessage, 'verified' | 'encrypted' | 'format'>,
 ): WSEMessage | null {
   if (!isRecord(raw)) return null;
   const type = raw['t'] ?? raw['type'];

@@ -120,6 +120,7 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
       const message = toMessage(frame.value, {
         verified,
         encrypted: frame.encrypted,
+        format: frame.format,
       });
       if (message === null) {
         throw new WSEError('INVALID_FRAME', 'frame is not a WSE envelope');
