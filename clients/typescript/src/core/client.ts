@@ -111,6 +111,7 @@ export class WSEClient {
   private helloSent = false;
   private readyTimer: ReturnType<typeof setTimeout> | null = null;
   private pumpTimer: ReturnType<typeof setTimeout> | null = null;
+  private sendChain: Promise<void> = Promise.resolve();
 
   constructor(options: WSEClientOptions) {
     this.o = options;
@@ -273,15 +274,12 @@ export class WSEClient {
       bump(this.store, 'offlineQueued');
       return 'queued-offline';
     }
-    if (!this.queueStore.getState().enqueue(entry)) {
+    const queued = this.queueStore.getState().enqueue(entry);
+    if (queued === null) {
       throw new WSEError('QUEUE_FULL', 'outbound buffer is full');
     }
-    const before = this.store.getState().diagnostics.messagesSent;
     await this.pump();
-    const left = this.store.getState().diagnostics.messagesSent > before;
-    return left && this.queueStore.getState().items.length === 0
-      ? 'sent'
-      : 'buffered';
+    return this.queueStore.getState().items.includes(queued) ? 'buffered' : 'sent';
   }
 
   /** Publishes to a topic (PROTOCOL §7 `publish`, an ext). */
@@ -317,7 +315,7 @@ export class WSEClient {
     });
     m.on('attempt', ({ endpoint, attempt }) => {
       if (attempt > 0) bump(this.store, 'reconnectAttempts');
-      this.store.setState({ endpoint });
+      this.store.setState({ endpoint, circuit: this.breaker.state(this.now()) });
     });
     m.on('open', ({ endpoint }) => this.handleOpen(endpoint));
     m.on('frame', (data: FrameData) => this.processor.push(data));
@@ -378,6 +376,7 @@ export class WSEClient {
       lastClose: { code: info.code, reason: info.reason },
       connectionId: null,
       encrypted: false,
+      circuit: this.breaker.state(this.now()),
     });
     this.events.emit('close', info);
   }
@@ -512,7 +511,7 @@ export class WSEClient {
       const { entries, expired } = await this.offline.takeAll(this.now());
       if (expired > 0) bump(this.store, 'offlineExpired', expired);
       for (const entry of entries) {
-        if (this.queueStore.getState().enqueue(entry)) {
+        if (this.queueStore.getState().enqueue(entry) !== null) {
           bump(this.store, 'offlineReplayed');
         } else {
           bump(this.store, 'bufferEvicted');
@@ -609,7 +608,19 @@ export class WSEClient {
     void this.transmit(makeEnvelope(env.t, env.p, this.now()), plaintext);
   }
 
-  private async transmit(env: object, plaintext: boolean): Promise<void> {
+  /**
+   * Encodes and sends, in call order: encoding may await WebCrypto, so
+   * sends go through one promise chain to keep the socket order.
+   */
+  private transmit(env: object, plaintext: boolean): Promise<void> {
+    const next = this.sendChain.then(() => this.encodeAndSend(env, plaintext));
+    this.sendChain = next.catch((err: unknown) =>
+      this.fail(new WSEError('INVALID_ARGUMENT', `send failed: ${String(err)}`)),
+    );
+    return this.sendChain;
+  }
+
+  private async encodeAndSend(env: object, plaintext: boolean): Promise<void> {
     const key = this.signingKey;
     const sign =
       this.o.signOutbound === true && key !== null

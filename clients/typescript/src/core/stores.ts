@@ -92,8 +92,8 @@ export interface MessageQueueState {
   capacity: number;
   /** Messages evicted or refused because the buffer was full. */
   dropped: number;
-  /** Adds a message; false when it was refused (buffer full). */
-  enqueue(message: Omit<QueuedMessage, 'order'>): boolean;
+  /** Adds a message; returns it queued, or null when refused (full). */
+  enqueue(message: Omit<QueuedMessage, 'order'>): QueuedMessage | null;
   /** Removes and returns the next message to send. */
   dequeue(): QueuedMessage | undefined;
   clear(): void;
@@ -188,18 +188,18 @@ export function createMessageQueueStore(
       const items = get().items;
       if (items.length < capacity) {
         set({ items: insertByPriority(items, item) });
-        return true;
+        return item;
       }
       // Full: evict the oldest message of the lowest priority, if lower.
       const victim = lowestPriorityIndex(items);
       const lowest = items[victim];
       if (lowest === undefined || lowest.priority >= item.priority) {
         set({ dropped: get().dropped + 1 });
-        return false;
+        return null;
       }
       const kept = items.filter((_, i) => i !== victim);
       set({ items: insertByPriority(kept, item), dropped: get().dropped + 1 });
-      return true;
+      return item;
     },
     dequeue() {
       const [head, ...rest] = get().items;

@@ -31,8 +31,8 @@ describe('message queue store', () => {
     const q = store.getState();
     q.enqueue(msg('bg1', Priority.BACKGROUND));
     q.enqueue(msg('bg2', Priority.BACKGROUND));
-    expect(q.enqueue(msg('bg3', Priority.BACKGROUND))).toBe(false);
-    expect(q.enqueue(msg('high', Priority.HIGH))).toBe(true);
+    expect(q.enqueue(msg('bg3', Priority.BACKGROUND))).toBeNull();
+    expect(q.enqueue(msg('high', Priority.HIGH))?.type).toBe('high');
     expect(store.getState().items.map((m) => m.type)).toEqual(['high', 'bg2']);
     expect(store.getState().dropped).toBe(2);
     expect(() => createMessageQueueStore(0)).toThrow(RangeError);
