@@ -4,7 +4,8 @@
  * adaptive strategy reads are parameters.
  */
 
-export type BackoffStrategy = 'exponential' | 'linear' | 'fibonacci' | 'adaptive';
+export type BackoffStrategy =
+  'exponential' | 'linear' | 'fibonacci' | 'adaptive';
 
 export interface ReconnectOptions {
   strategy?: BackoffStrategy;

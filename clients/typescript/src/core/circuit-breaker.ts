@@ -63,7 +63,10 @@ export class CircuitBreaker {
       return;
     }
     this.failures.push(now);
-    while (this.failures.length > 0 && now - this.failures[0]! > this.windowMs) {
+    while (
+      this.failures.length > 0 &&
+      now - this.failures[0]! > this.windowMs
+    ) {
       this.failures.shift();
     }
     if (this.failures.length >= this.threshold) this.trip(now);

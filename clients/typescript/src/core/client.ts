@@ -217,7 +217,8 @@ export class WSEClient {
     const list = typeof topics === 'string' ? [topics] : [...topics];
     list.forEach(validateTopic);
     const added = this.subs.want(list);
-    if (this.ready && added.length > 0) this.subs.sendSubscribe(added, this.processor.topics);
+    if (this.ready && added.length > 0)
+      this.subs.sendSubscribe(added, this.processor.topics);
   }
 
   unsubscribe(topics: string | readonly string[]): void {
@@ -279,7 +280,9 @@ export class WSEClient {
       throw new WSEError('QUEUE_FULL', 'outbound buffer is full');
     }
     await this.pump();
-    return this.queueStore.getState().items.includes(queued) ? 'buffered' : 'sent';
+    return this.queueStore.getState().items.includes(queued)
+      ? 'buffered'
+      : 'sent';
   }
 
   /** Publishes to a topic (PROTOCOL §7 `publish`, an ext). */
@@ -315,7 +318,10 @@ export class WSEClient {
     });
     m.on('attempt', ({ endpoint, attempt }) => {
       if (attempt > 0) bump(this.store, 'reconnectAttempts');
-      this.store.setState({ endpoint, circuit: this.breaker.state(this.now()) });
+      this.store.setState({
+        endpoint,
+        circuit: this.breaker.state(this.now()),
+      });
     });
     m.on('open', ({ endpoint }) => this.handleOpen(endpoint));
     m.on('frame', (data: FrameData) => this.processor.push(data));
@@ -338,7 +344,9 @@ export class WSEClient {
     });
     p.on('epochChange', () => bump(this.store, 'epochChanges'));
     p.on('overload', () => {
-      this.fail(new WSEError('INVALID_FRAME', 'inbound backlog over its bound'));
+      this.fail(
+        new WSEError('INVALID_FRAME', 'inbound backlog over its bound'),
+      );
       this.manager.reconnectNow();
     });
 
@@ -482,7 +490,11 @@ export class WSEClient {
         this.store.setState({ encrypted: true });
         return this.becomeReady();
       } catch (err) {
-        this.fail(err instanceof WSEError ? err : new WSEError('KEY_EXCHANGE_FAILED', String(err)));
+        this.fail(
+          err instanceof WSEError
+            ? err
+            : new WSEError('KEY_EXCHANGE_FAILED', String(err)),
+        );
       }
     }
     if (this.encryption.required) {
@@ -518,7 +530,9 @@ export class WSEClient {
         }
       }
     } catch (err) {
-      this.fail(err instanceof WSEError ? err : new WSEError('QUEUE_FULL', String(err)));
+      this.fail(
+        err instanceof WSEError ? err : new WSEError('QUEUE_FULL', String(err)),
+      );
     }
   }
 
@@ -538,8 +552,14 @@ export class WSEClient {
       if (next === undefined) return;
       this.bucket.tryTake(this.now());
       const options: SendOptions = { priority: next.priority };
-      if (next.correlationId !== undefined) options.correlationId = next.correlationId;
-      const env = makeEnvelope(next.type, next.payload, next.createdAt, options);
+      if (next.correlationId !== undefined)
+        options.correlationId = next.correlationId;
+      const env = makeEnvelope(
+        next.type,
+        next.payload,
+        next.createdAt,
+        options,
+      );
       await this.transmit(env, false);
     }
   }
@@ -578,7 +598,10 @@ export class WSEClient {
 
   private pongPayload(ping: WSEMessage): Record<string, unknown> {
     const p = isRecord(ping.payload) ? ping.payload : {};
-    return { server_time: p['server_time'] ?? null, client_timestamp: this.now() };
+    return {
+      server_time: p['server_time'] ?? null,
+      client_timestamp: this.now(),
+    };
   }
 
   private onServerError(msg: WSEMessage): void {
@@ -615,7 +638,9 @@ export class WSEClient {
   private transmit(env: object, plaintext: boolean): Promise<void> {
     const next = this.sendChain.then(() => this.encodeAndSend(env, plaintext));
     this.sendChain = next.catch((err: unknown) =>
-      this.fail(new WSEError('INVALID_ARGUMENT', `send failed: ${String(err)}`)),
+      this.fail(
+        new WSEError('INVALID_ARGUMENT', `send failed: ${String(err)}`),
+      ),
     );
     return this.sendChain;
   }
@@ -633,12 +658,19 @@ export class WSEClient {
     });
     if (!this.manager.send(data)) return;
     bump(this.store, 'messagesSent');
-    bump(this.store, 'bytesSent', typeof data === 'string' ? data.length : data.byteLength);
+    bump(
+      this.store,
+      'bytesSent',
+      typeof data === 'string' ? data.length : data.byteLength,
+    );
   }
 
   private url(endpoint: string): string {
     const url = new URL(endpoint);
-    url.searchParams.set('client_version', this.o.clientVersion ?? CLIENT_VERSION);
+    url.searchParams.set(
+      'client_version',
+      this.o.clientVersion ?? CLIENT_VERSION,
+    );
     url.searchParams.set('protocol_version', '1');
     if (this.o.format === 'msgpack') url.searchParams.set('format', 'msgpack');
     if (this.o.tokenInQuery === true && this.token !== undefined) {
@@ -669,7 +701,9 @@ export class WSEClient {
   }
 
   private fail(error: WSEError): void {
-    this.store.setState({ lastError: { code: error.code, message: error.message } });
+    this.store.setState({
+      lastError: { code: error.code, message: error.message },
+    });
     this.events.emit('error', error);
   }
 

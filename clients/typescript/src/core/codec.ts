@@ -12,7 +12,10 @@
  * covers the text as sent, not a re-serialisation of it.
  */
 
-import { decode as msgpackDecode, encode as msgpackEncode } from '@msgpack/msgpack';
+import {
+  decode as msgpackDecode,
+  encode as msgpackEncode,
+} from '@msgpack/msgpack';
 import { Inflate } from 'pako';
 
 import { concatBytes, startsWith, utf8Decode, utf8Encode } from './bytes.js';
@@ -49,7 +52,10 @@ export async function decodeFrame(
   options: DecodeOptions,
 ): Promise<DecodedFrame> {
   if (typeof data === 'string') {
-    return { ...parseJsonText(stripLegacyPrefix(data)), wireBytes: data.length };
+    return {
+      ...parseJsonText(stripLegacyPrefix(data)),
+      wireBytes: data.length,
+    };
   }
   const bytes = toBytes(data);
   if (startsWith(bytes, 'E:')) {

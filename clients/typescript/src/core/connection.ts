@@ -41,11 +41,7 @@ import type { FrameData } from './codec.js';
 import type { WebSocketFactory, WebSocketLike } from './websocket.js';
 
 export type ManagerState =
-  | 'idle'
-  | 'connecting'
-  | 'open'
-  | 'reconnecting'
-  | 'stopped';
+  'idle' | 'connecting' | 'open' | 'reconnecting' | 'stopped';
 
 export interface CloseInfo {
   code: number;
@@ -188,7 +184,12 @@ export class ConnectionManager extends Emitter<ManagerEvents> {
     };
     socket.onerror = () => {};
     socket.onclose = (event: { code?: number; reason?: string }) =>
-      this.handleClose(socket, endpoint, event.code ?? 1006, event.reason ?? '');
+      this.handleClose(
+        socket,
+        endpoint,
+        event.code ?? 1006,
+        event.reason ?? '',
+      );
     this.connectTimer = setTimeout(() => {
       if (this.socket !== socket || this.currentState === 'open') return;
       this.dropSocket(4000, 'connect timeout');
@@ -215,7 +216,13 @@ export class ConnectionManager extends Emitter<ManagerEvents> {
     if (silentFor >= this.o.livenessTimeoutMs && this.socket !== null) {
       const socket = this.socket;
       this.dropSocket(4000, 'heartbeat timeout');
-      this.handleClose(socket, this.endpoint ?? '', 4000, 'heartbeat timeout', true);
+      this.handleClose(
+        socket,
+        this.endpoint ?? '',
+        4000,
+        'heartbeat timeout',
+        true,
+      );
       return;
     }
     this.emit('heartbeat', undefined);
@@ -254,10 +261,14 @@ export class ConnectionManager extends Emitter<ManagerEvents> {
     if (code === 1008) {
       return stop(new WSEError('POLICY_VIOLATION', `closed 1008: ${reason}`));
     }
-    if (code === 4401 || code === 4403) return this.refreshAuth(code, reason, endpoint);
+    if (code === 4401 || code === 4403)
+      return this.refreshAuth(code, reason, endpoint);
     if (this.attempt >= this.o.reconnect.maxAttempts) {
       return stop(
-        new WSEError('RECONNECT_EXHAUSTED', `gave up after ${this.attempt} retries`),
+        new WSEError(
+          'RECONNECT_EXHAUSTED',
+          `gave up after ${this.attempt} retries`,
+        ),
       );
     }
     let delay = this.nextDelay();
@@ -276,7 +287,9 @@ export class ConnectionManager extends Emitter<ManagerEvents> {
     const refresh = this.o.refreshAuthToken;
     const fail = (why: string): void => {
       this.emit('close', { code, reason, endpoint, retryInMs: null });
-      this.finish(new WSEError('AUTH_FAILED', `closed ${code} (${reason}): ${why}`));
+      this.finish(
+        new WSEError('AUTH_FAILED', `closed ${code} (${reason}): ${why}`),
+      );
     };
     if (refresh === undefined) return fail('no refreshAuthToken callback');
     if (this.authRefreshes >= MAX_AUTH_REFRESHES) {

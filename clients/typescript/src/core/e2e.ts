@@ -15,7 +15,13 @@
  * public key.
  */
 
-import { concatBytes, fromBase64, startsWith, toBase64, utf8Encode } from './bytes.js';
+import {
+  concatBytes,
+  fromBase64,
+  startsWith,
+  toBase64,
+  utf8Encode,
+} from './bytes.js';
 import { WSEError } from './errors.js';
 
 /** The client's ephemeral key pair for one connection. */
@@ -33,9 +39,7 @@ export class E2EKeyPair {
       false,
       ['deriveBits'],
     );
-    const raw = new Uint8Array(
-      await subtle().exportKey('raw', pair.publicKey),
-    );
+    const raw = new Uint8Array(await subtle().exportKey('raw', pair.publicKey));
     return new E2EKeyPair(pair.privateKey, toBase64(raw));
   }
 
@@ -102,7 +106,9 @@ export class E2ESession {
   }
 
   /** `E:` + IV + ciphertext + tag of `plaintext`, under a fresh random IV. */
-  async seal(plaintext: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  async seal(
+    plaintext: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer>> {
     const iv = globalThis.crypto.getRandomValues(new Uint8Array(IV_LEN));
     const sealed = await subtle().encrypt(
       { name: 'AES-GCM', iv, tagLength: 128 },

@@ -5,7 +5,10 @@ export type Listener<T> = (value: T) => void;
 export class Emitter<Events extends { [K in keyof Events]: unknown }> {
   private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
 
-  on<K extends keyof Events>(event: K, listener: Listener<Events[K]>): () => void {
+  on<K extends keyof Events>(
+    event: K,
+    listener: Listener<Events[K]>,
+  ): () => void {
     let set = this.listeners.get(event);
     if (set === undefined) {
       set = new Set();

@@ -169,7 +169,8 @@ function copyString<K extends keyof WSEMessage>(
   field: K,
 ): void {
   const value = raw[key];
-  if (typeof value === 'string') (msg as Record<string, unknown>)[field] = value;
+  if (typeof value === 'string')
+    (msg as Record<string, unknown>)[field] = value;
 }
 
 function copyInteger<K extends keyof WSEMessage>(

@@ -4,15 +4,8 @@
  */
 
 export { WSEClient, CLIENT_VERSION } from './client.js';
-export type {
-  ClientEvents,
-  MessageHandler,
-  SendResult,
-} from './client.js';
-export type {
-  EncryptionOptions,
-  WSEClientOptions,
-} from './options.js';
+export type { ClientEvents, MessageHandler, SendResult } from './client.js';
+export type { EncryptionOptions, WSEClientOptions } from './options.js';
 export { endpointKey, validateTopic } from './options.js';
 export { WSEError, type WSEErrorCode } from './errors.js';
 export {
@@ -71,10 +64,7 @@ export {
   type CloseInfo,
   type ManagerState,
 } from './connection.js';
-export {
-  MessageProcessor,
-  type TopicGap,
-} from './processor.js';
+export { MessageProcessor, type TopicGap } from './processor.js';
 export type { RecoveryOutcome } from './subscriptions.js';
 export {
   OfflineQueue,

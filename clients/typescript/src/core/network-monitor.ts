@@ -91,7 +91,8 @@ export class NetworkMonitor {
     let jitterMs: number | null = null;
     if (n >= 2) {
       let sum = 0;
-      for (let i = 1; i < n; i++) sum += Math.abs(this.rtts[i]! - this.rtts[i - 1]!);
+      for (let i = 1; i < n; i++)
+        sum += Math.abs(this.rtts[i]! - this.rtts[i - 1]!);
       jitterMs = sum / (n - 1);
     }
     const lost = this.outcomes.filter((ok) => !ok).length;
@@ -114,7 +115,11 @@ export function gradeQuality(m: NetworkMetrics): Quality {
   const latency = m.latencyMs ?? 0;
   const jitter = m.jitterMs ?? 0;
   for (const [grade, bound] of GRADES) {
-    if (latency < bound.latency && jitter < bound.jitter && m.loss < bound.loss) {
+    if (
+      latency < bound.latency &&
+      jitter < bound.jitter &&
+      m.loss < bound.loss
+    ) {
       return grade;
     }
   }

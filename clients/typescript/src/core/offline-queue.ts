@@ -88,7 +88,9 @@ export class OfflineQueue {
    * Removes and returns every live entry in replay order; `expired` counts
    * the entries dropped for their age.
    */
-  async takeAll(now: number): Promise<{ entries: OfflineEntry[]; expired: number }> {
+  async takeAll(
+    now: number,
+  ): Promise<{ entries: OfflineEntry[]; expired: number }> {
     const db = await this.open();
     const tx = db.transaction('messages', 'readwrite');
     const all = await tx.store.getAll();
@@ -117,7 +119,10 @@ export class OfflineQueue {
     }
     this.db ??= openDB<OfflineDB>(this.dbName, 1, {
       upgrade(db) {
-        db.createObjectStore('messages', { keyPath: 'key', autoIncrement: true });
+        db.createObjectStore('messages', {
+          keyPath: 'key',
+          autoIncrement: true,
+        });
       },
     });
     return this.db;

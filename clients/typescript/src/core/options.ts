@@ -121,7 +121,10 @@ export function resolveTimers(o: WSEClientOptions): ResolvedTimers {
   };
   for (const [name, value] of Object.entries(timers)) {
     if (!(value > 0) || !Number.isFinite(value)) {
-      throw new WSEError('INVALID_ARGUMENT', `${name} must be a positive number`);
+      throw new WSEError(
+        'INVALID_ARGUMENT',
+        `${name} must be a positive number`,
+      );
     }
   }
   if (timers.livenessTimeoutMs <= timers.heartbeatMs) {

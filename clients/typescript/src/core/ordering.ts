@@ -99,7 +99,9 @@ export class TopicTracker {
     }
     if (offset > state.high) {
       const gap =
-        offset > state.high + 1 ? { from: state.high + 1, to: offset - 1 } : null;
+        offset > state.high + 1
+          ? { from: state.high + 1, to: offset - 1 }
+          : null;
       if (gap !== null) this.addMissing(state, gap.from, gap.to);
       state.high = offset;
       return { kind: 'deliver', gap };

@@ -20,7 +20,8 @@
 
 import { WSEError } from './errors.js';
 
-export type PoolStrategy = 'weighted-random' | 'least-connections' | 'round-robin';
+export type PoolStrategy =
+  'weighted-random' | 'least-connections' | 'round-robin';
 
 export interface EndpointSpec {
   url: string;
@@ -52,7 +53,10 @@ export class ConnectionPool {
   private readonly cooldownMs: number;
   private cursor = -1;
 
-  constructor(endpoints: ReadonlyArray<string | EndpointSpec>, options: PoolOptions = {}) {
+  constructor(
+    endpoints: ReadonlyArray<string | EndpointSpec>,
+    options: PoolOptions = {},
+  ) {
     if (endpoints.length === 0) {
       throw new WSEError('INVALID_ARGUMENT', 'at least one endpoint is needed');
     }
@@ -132,7 +136,8 @@ export class ConnectionPool {
       case 'least-connections':
         return this.best(
           healthy.filter(
-            (e) => e.connections === Math.min(...healthy.map((h) => h.connections)),
+            (e) =>
+              e.connections === Math.min(...healthy.map((h) => h.connections)),
           ),
         ).url;
       case 'weighted-random':

@@ -59,9 +59,7 @@ export function hasSignature(json: string): boolean {
   return splitSignature(json) !== null;
 }
 
-function splitSignature(
-  json: string,
-): { signed: string; sig: string } | null {
+function splitSignature(json: string): { signed: string; sig: string } | null {
   const text = json.trimEnd();
   if (!text.endsWith('}')) return null;
   let at = text.lastIndexOf(MARK);

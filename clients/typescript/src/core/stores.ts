@@ -157,11 +157,7 @@ export function createWSEStore(): WSEStore {
 }
 
 /** Adds `n` to one diagnostics counter. */
-export function bump(
-  store: WSEStore,
-  counter: keyof Diagnostics,
-  n = 1,
-): void {
+export function bump(store: WSEStore, counter: keyof Diagnostics, n = 1): void {
   store.setState((s) => ({
     diagnostics: { ...s.diagnostics, [counter]: s.diagnostics[counter] + n },
   }));

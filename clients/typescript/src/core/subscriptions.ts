@@ -186,8 +186,11 @@ function readOutcome(
 function failures(p: Record<string, unknown>): Record<string, string> {
   const errors = isRecord(p['errors']) ? p['errors'] : {};
   const out: Record<string, string> = {};
-  for (const item of Array.isArray(p['failed_topics']) ? p['failed_topics'] : []) {
-    const topic = typeof item === 'string' ? item : isRecord(item) ? item['topic'] : null;
+  for (const item of Array.isArray(p['failed_topics'])
+    ? p['failed_topics']
+    : []) {
+    const topic =
+      typeof item === 'string' ? item : isRecord(item) ? item['topic'] : null;
     if (typeof topic !== 'string') continue;
     const reason = errors[topic];
     out[topic] = typeof reason === 'string' ? reason : 'FAILED';

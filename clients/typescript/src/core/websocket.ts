@@ -30,8 +30,9 @@ export type WebSocketFactory = (
 
 /** The runtime's global WebSocket; throws when there is none. */
 export const globalWebSocketFactory: WebSocketFactory = (url) => {
-  const Ctor = (globalThis as { WebSocket?: new (url: string) => WebSocketLike })
-    .WebSocket;
+  const Ctor = (
+    globalThis as { WebSocket?: new (url: string) => WebSocketLike }
+  ).WebSocket;
   if (Ctor === undefined) {
     throw new TypeError(
       'no global WebSocket: pass createWebSocket (e.g. from the ws package)',

@@ -36,7 +36,9 @@ export function entryFor(options: WSEClientOptions): Entry {
     if (useDefaults) defaultStoresOwner = key;
     const client = new WSEClient({
       ...options,
-      ...(useDefaults && options.store === undefined ? { store: wseStore } : {}),
+      ...(useDefaults && options.store === undefined
+        ? { store: wseStore }
+        : {}),
       ...(useDefaults && options.queueStore === undefined
         ? { queueStore: messageQueueStore }
         : {}),

@@ -28,10 +28,7 @@ function bind<S>(store: {
   subscribe: (listener: (state: S, prev: S) => void) => () => void;
 }): BoundHook<S> {
   const hook = (<U>(selector?: (state: S) => U) =>
-    useStore(
-      store,
-      selector ?? ((s: S) => s as unknown as U),
-    )) as BoundHook<S>;
+    useStore(store, selector ?? ((s: S) => s as unknown as U))) as BoundHook<S>;
   hook.getState = store.getState;
   hook.subscribe = store.subscribe;
   return hook;

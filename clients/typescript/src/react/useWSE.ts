@@ -16,7 +16,13 @@ import type {
   WSEClient,
   WSEClientOptions,
 } from '../core/index.js';
-import { acquire, addTopics, entryFor, release, removeTopics } from './registry.js';
+import {
+  acquire,
+  addTopics,
+  entryFor,
+  release,
+  removeTopics,
+} from './registry.js';
 import type { ConnectionHealth, WSEStats } from './view.js';
 
 export type UseWSEOptions = Omit<WSEClientOptions, 'topics'> & {

@@ -16,10 +16,7 @@ import type {
 
 /** What the hook shows as health: the grade when connected. */
 export type ConnectionHealth =
-  | Quality
-  | 'connecting'
-  | 'reconnecting'
-  | 'offline';
+  Quality | 'connecting' | 'reconnecting' | 'offline';
 
 export interface WSEStats {
   connectionState: ConnectionState;

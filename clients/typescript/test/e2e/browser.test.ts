@@ -20,7 +20,11 @@ import {
   type LaunchedBrowser,
   type StaticServer,
 } from '../support/chromium.js';
-import { startServer, waitFor, type RunningServer } from '../support/wse-server.js';
+import {
+  startServer,
+  waitFor,
+  type RunningServer,
+} from '../support/wse-server.js';
 
 interface PageMessage {
   payload: unknown;
@@ -70,10 +74,16 @@ async function pageValue<T>(fn: string): Promise<T> {
   return page.evaluate(fn) as Promise<T>;
 }
 
-async function until(fn: string, what: string, timeoutMs = 10_000): Promise<void> {
-  await page.waitForFunction(fn, undefined, { timeout: timeoutMs }).catch((err) => {
-    throw new Error(`timed out waiting for ${what}: ${String(err)}`);
-  });
+async function until(
+  fn: string,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<void> {
+  await page
+    .waitForFunction(fn, undefined, { timeout: timeoutMs })
+    .catch((err) => {
+      throw new Error(`timed out waiting for ${what}: ${String(err)}`);
+    });
 }
 
 const received = () => pageValue<PageMessage[]>('window.__wse.received');
@@ -106,9 +116,9 @@ describe('wse-client in headless Chromium', () => {
     await until('window.__wse.received.length === 5', 'the four missed ones');
     const offsets = (await received()).map((m) => m.offset);
     expect(offsets).toEqual([0, 1, 2, 3, 4]);
-    const recoveries = await pageValue<Array<{ recovered: boolean; count: number }>>(
-      'window.__wse.recoveries',
-    );
+    const recoveries = await pageValue<
+      Array<{ recovered: boolean; count: number }>
+    >('window.__wse.recoveries');
     expect(recoveries).toEqual([
       expect.objectContaining({ topic: 'ticks', recovered: true, count: 4 }),
     ]);
@@ -119,7 +129,10 @@ describe('wse-client in headless Chromium', () => {
     const oldEpoch = before[0]!.epoch;
     const port = server.port;
     await server.stop();
-    await until('!window.__wse.hook.isConnected', 'the page to notice the restart');
+    await until(
+      '!window.__wse.hook.isConnected',
+      'the page to notice the restart',
+    );
     server = await startServer(['--allow-client-publish'], port);
     await until(
       'window.__wse.hook.isConnected && window.__wse.recoveries.length === 2',
@@ -134,7 +147,10 @@ describe('wse-client in headless Chromium', () => {
     expect(outcome).toMatchObject({ topic: 'ticks', recovered: false });
     await waitFor(() => publisher.isConnected, 10_000, 'publisher reconnect');
     await publisher.publish('ticks', { i: 'after restart' });
-    await until('window.__wse.received.length === 6', 'a publication after restart');
+    await until(
+      'window.__wse.received.length === 6',
+      'a publication after restart',
+    );
     const last = (await received())[5]!;
     expect(last.payload).toEqual({ i: 'after restart' });
     expect(last.epoch).not.toBe(oldEpoch);
@@ -142,7 +158,9 @@ describe('wse-client in headless Chromium', () => {
   });
 
   test('decrypts an E2E message with WebCrypto', async () => {
-    const encrypted = await page.evaluate("window.__wse.startEncrypted('secret')");
+    const encrypted = await page.evaluate(
+      "window.__wse.startEncrypted('secret')",
+    );
     expect(encrypted).toBe(true);
     await publisher.publish('secret', { code: 42 });
     await until('window.__wse.secret.length === 1', 'the sealed publication');

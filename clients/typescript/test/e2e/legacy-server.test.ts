@@ -7,7 +7,11 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 
-import { WSEClient, type WSEClientOptions, type WSEMessage } from '../../src/core/index.js';
+import {
+  WSEClient,
+  type WSEClientOptions,
+  type WSEMessage,
+} from '../../src/core/index.js';
 import { startLegacyServer, type LegacyServer } from '../support/wse25.js';
 import { waitFor } from '../support/wse-server.js';
 
@@ -47,7 +51,11 @@ describe('wse-client against wse-server 2.5.1', () => {
     const hello = collect(c, 'server_hello');
     const got = collect(c, 'prices');
     c.connect();
-    await waitFor(() => c.activeTopics.includes('prices'), 10_000, 'subscribed');
+    await waitFor(
+      () => c.activeTopics.includes('prices'),
+      10_000,
+      'subscribed',
+    );
     expect(hello[0]!.payload).toMatchObject({ server_version: '2.5.1' });
     server.publish('prices', { sym: 'ACME', px: 101.25 });
     server.publish('prices', { sym: 'ACME', px: 101.5 });
@@ -64,7 +72,11 @@ describe('wse-client against wse-server 2.5.1', () => {
     const c = client({ topics: ['ledger'] });
     const got = collect(c, 'ledger');
     c.connect();
-    await waitFor(() => c.activeTopics.includes('ledger'), 10_000, 'subscribed');
+    await waitFor(
+      () => c.activeTopics.includes('ledger'),
+      10_000,
+      'subscribed',
+    );
     server.publish('ledger', { n: 0 });
     await waitFor(() => got.length === 1, 5_000, 'first');
     c.disconnect();

@@ -7,8 +7,16 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 
-import { WSEClient, type WSEClientOptions, type WSEMessage } from '../../src/core/index.js';
-import { startServer, waitFor, type RunningServer } from '../support/wse-server.js';
+import {
+  WSEClient,
+  type WSEClientOptions,
+  type WSEMessage,
+} from '../../src/core/index.js';
+import {
+  startServer,
+  waitFor,
+  type RunningServer,
+} from '../support/wse-server.js';
 
 const servers: RunningServer[] = [];
 const clients: WSEClient[] = [];
@@ -62,7 +70,11 @@ describe('delivery guarantees against wse-server', () => {
     const sub = client(server.url, { topics: ['ticks'] });
     const got = collect(sub, 'ticks');
     sub.connect();
-    await waitFor(() => sub.activeTopics.includes('ticks'), 5_000, 'subscribed');
+    await waitFor(
+      () => sub.activeTopics.includes('ticks'),
+      5_000,
+      'subscribed',
+    );
     const pub = client(server.url);
     pub.connect();
     await waitFor(() => pub.isConnected, 5_000, 'publisher ready');
@@ -89,7 +101,11 @@ describe('delivery guarantees against wse-server', () => {
     sub.events.on('recovery', (o) => outcomes.push(o));
     const got = collect(sub, 'ticks');
     sub.connect();
-    await waitFor(() => sub.activeTopics.includes('ticks'), 5_000, 'subscribed');
+    await waitFor(
+      () => sub.activeTopics.includes('ticks'),
+      5_000,
+      'subscribed',
+    );
     const pub = client(first.url);
     pub.connect();
     await waitFor(() => pub.isConnected, 5_000, 'publisher ready');
@@ -100,10 +116,18 @@ describe('delivery guarantees against wse-server', () => {
     await first.stop();
     const second = await startServer(['--allow-client-publish'], port);
     servers.push(second);
-    await waitFor(() => sub.isConnected && pub.isConnected, 10_000, 'reconnect');
+    await waitFor(
+      () => sub.isConnected && pub.isConnected,
+      10_000,
+      'reconnect',
+    );
     await waitFor(() => outcomes.length === 1, 5_000, 'recovery answer');
     expect(outcomes[0]).toMatchObject({ topic: 'ticks', recovered: false });
-    await waitFor(() => sub.activeTopics.includes('ticks'), 5_000, 'resubscribed');
+    await waitFor(
+      () => sub.activeTopics.includes('ticks'),
+      5_000,
+      'resubscribed',
+    );
     await pub.publish('ticks', { i: 'after' });
     await waitFor(() => got.length === 6, 5_000, 'publication after restart');
     const last = got[5]!;
@@ -121,7 +145,11 @@ describe('frame formats and security against wse-server', () => {
     const sub = client(server.url, { topics: ['secret'], encryption: true });
     const got = collect(sub, 'secret');
     sub.connect();
-    await waitFor(() => sub.activeTopics.includes('secret'), 5_000, 'subscribed');
+    await waitFor(
+      () => sub.activeTopics.includes('secret'),
+      5_000,
+      'subscribed',
+    );
     expect(sub.getState().encrypted).toBe(true);
     const pub = client(server.url, { encryption: { required: true } });
     pub.connect();
@@ -150,7 +178,11 @@ describe('frame formats and security against wse-server', () => {
     });
     const got = collect(sub, 'signed');
     sub.connect();
-    await waitFor(() => sub.activeTopics.includes('signed'), 5_000, 'subscribed');
+    await waitFor(
+      () => sub.activeTopics.includes('signed'),
+      5_000,
+      'subscribed',
+    );
     const pub = client(server.url);
     pub.connect();
     await waitFor(() => pub.isConnected, 5_000, 'publisher ready');
@@ -191,9 +223,15 @@ describe('frame formats and security against wse-server', () => {
       5_000,
       'subscribed',
     );
-    const data = { rows: Array.from({ length: 50 }, (_, i) => ({ i, v: 'x'.repeat(10) })) };
+    const data = {
+      rows: Array.from({ length: 50 }, (_, i) => ({ i, v: 'x'.repeat(10) })),
+    };
     await plain.publish('big', data);
-    await waitFor(() => gotPacked.length === 1 && gotPlain.length === 1, 5_000, 'both');
+    await waitFor(
+      () => gotPacked.length === 1 && gotPlain.length === 1,
+      5_000,
+      'both',
+    );
     expect(gotPacked[0]!.payload).toEqual(data);
     expect(gotPacked[0]!.format).toBe('msgpack');
     expect(gotPlain[0]!.payload).toEqual(data);

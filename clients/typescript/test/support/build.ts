@@ -20,13 +20,20 @@ export const packageRoot = path.resolve(
 export function buildPackage(): void {
   execFileSync(
     process.execPath,
-    [path.join(packageRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+    [
+      path.join(packageRoot, 'node_modules/typescript/bin/tsc'),
+      '-p',
+      'tsconfig.build.json',
+    ],
     { cwd: packageRoot, stdio: 'inherit' },
   );
 }
 
 /** Bundles the page in `pageDir` into a fresh temporary directory. */
-export async function buildPage(pageDir: string, outDir?: string): Promise<string> {
+export async function buildPage(
+  pageDir: string,
+  outDir?: string,
+): Promise<string> {
   const out = outDir ?? mkdtempSync(path.join(tmpdir(), 'wse-page-'));
   await build({
     root: pageDir,

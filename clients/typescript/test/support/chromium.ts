@@ -55,9 +55,14 @@ export interface StaticServer {
 }
 
 /** Serves a directory on 127.0.0.1 (a free port). */
-export async function serveDirectory(root: string, port = 0): Promise<StaticServer> {
+export async function serveDirectory(
+  root: string,
+  port = 0,
+): Promise<StaticServer> {
   const server: Server = createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    const rel = decodeURIComponent(
+      new URL(req.url ?? '/', 'http://x').pathname,
+    );
     let file = path.join(root, path.normalize(rel));
     if (!file.startsWith(root)) {
       res.writeHead(403).end();
@@ -74,9 +79,12 @@ export async function serveDirectory(root: string, port = 0): Promise<StaticServ
     res.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
     res.end(readFileSync(file));
   });
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) =>
+    server.listen(port, '127.0.0.1', resolve),
+  );
   const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
+  if (address === null || typeof address === 'string')
+    throw new Error('no port');
   return {
     url: `http://127.0.0.1:${address.port}`,
     close: () => new Promise((resolve) => server.close(() => resolve())),

@@ -51,7 +51,9 @@ export async function startScripted(
   const requests: IncomingMessage[] = [];
   let seq = 0;
   const send = (obj: object, socket?: WebSocket) => {
-    const targets = socket ? [socket] : sockets.filter((s) => s.readyState === 1);
+    const targets = socket
+      ? [socket]
+      : sockets.filter((s) => s.readyState === 1);
     for (const s of targets) s.send(JSON.stringify(obj));
   };
   wss.on('connection', (socket, req) => {
@@ -64,7 +66,15 @@ export async function startScripted(
       return;
     }
     if (script.ready ?? true) {
-      send({ c: 'WSE', t: 'server_ready', p: { details: { connection_id: 'c1', user_id: 'u1' } }, seq: ++seq }, socket);
+      send(
+        {
+          c: 'WSE',
+          t: 'server_ready',
+          p: { details: { connection_id: 'c1', user_id: 'u1' } },
+          seq: ++seq,
+        },
+        socket,
+      );
     }
     socket.on('message', (data, isBinary) => {
       if (isBinary) return;
@@ -72,27 +82,52 @@ export async function startScripted(
       const msg = JSON.parse(raw) as { t: string; p: Record<string, unknown> };
       received.push({ t: msg.t, p: msg.p, raw });
       if (msg.t === 'client_hello') {
-        send({ c: 'WSE', t: 'server_hello', p: { ping_interval: 25000 }, seq: ++seq }, socket);
+        send(
+          {
+            c: 'WSE',
+            t: 'server_hello',
+            p: { ping_interval: 25000 },
+            seq: ++seq,
+          },
+          socket,
+        );
       } else if (msg.t === 'ping') {
-        send({ c: 'WSE', t: 'PONG', p: { client_timestamp: msg.p['timestamp'] } }, socket);
-      } else if (msg.t === 'subscription_update' && (script.answerSubscriptions ?? true)) {
+        send(
+          { c: 'WSE', t: 'PONG', p: { client_timestamp: msg.p['timestamp'] } },
+          socket,
+        );
+      } else if (
+        msg.t === 'subscription_update' &&
+        (script.answerSubscriptions ?? true)
+      ) {
         const topics = msg.p['topics'] as string[];
         const recovery: Record<string, unknown> = {};
         if (msg.p['recover'] === true) {
-          for (const t of topics) recovery[t] = { epoch: 'e2', offset: 9, recovered: false, count: 0 };
+          for (const t of topics)
+            recovery[t] = {
+              epoch: 'e2',
+              offset: 9,
+              recovered: false,
+              count: 0,
+            };
         }
-        send({
-          c: 'WSE',
-          t: 'subscription_update',
-          p: {
-            action: msg.p['action'],
-            success_topics: topics,
-            failed_topics: [],
-            recovery,
-            filtered_topics: (script.filtered ?? []).filter((t) => topics.includes(t)),
+        send(
+          {
+            c: 'WSE',
+            t: 'subscription_update',
+            p: {
+              action: msg.p['action'],
+              success_topics: topics,
+              failed_topics: [],
+              recovery,
+              filtered_topics: (script.filtered ?? []).filter((t) =>
+                topics.includes(t),
+              ),
+            },
+            seq: ++seq,
           },
-          seq: ++seq,
-        }, socket);
+          socket,
+        );
       }
     });
   });
@@ -103,7 +138,9 @@ export async function startScripted(
     requests,
     send,
     close(code, reason = '') {
-      sockets.filter((s) => s.readyState === 1).forEach((s) => s.close(code, reason));
+      sockets
+        .filter((s) => s.readyState === 1)
+        .forEach((s) => s.close(code, reason));
     },
     stop() {
       sockets.forEach((s) => s.terminate());

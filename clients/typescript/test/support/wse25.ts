@@ -25,7 +25,8 @@ export interface LegacyServer {
 
 export async function startLegacyServer(): Promise<LegacyServer> {
   const python =
-    process.env['WSE25_PYTHON'] ?? path.join(repoRoot, '.venv/wse25/bin/python');
+    process.env['WSE25_PYTHON'] ??
+    path.join(repoRoot, '.venv/wse25/bin/python');
   if (!existsSync(python)) {
     throw new Error(
       `no Python with wse-server 2.5.1 at ${python}: run scripts/setup-wse25-venv.sh`,
@@ -37,7 +38,10 @@ export async function startLegacyServer(): Promise<LegacyServer> {
   });
   const lines = createInterface({ input: proc.stdout! });
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('2.5.1 host did not start')), 15_000);
+    const timer = setTimeout(
+      () => reject(new Error('2.5.1 host did not start')),
+      15_000,
+    );
     lines.once('line', (line) => {
       clearTimeout(timer);
       if (line.startsWith('listening')) resolve();
@@ -68,7 +72,8 @@ function freePort(): Promise<number> {
     srv.once('error', reject);
     srv.listen(0, '127.0.0.1', () => {
       const address = srv.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      const port =
+        typeof address === 'object' && address !== null ? address.port : 0;
       srv.close(() => resolve(port));
     });
   });

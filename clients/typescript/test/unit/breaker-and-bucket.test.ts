@@ -4,7 +4,11 @@ import { CircuitBreaker, TokenBucket } from '../../src/core/index.js';
 
 describe('CircuitBreaker', () => {
   test('opens after the threshold within the window, then lets one probe through', () => {
-    const b = new CircuitBreaker({ failureThreshold: 3, windowMs: 1_000, openMs: 500 });
+    const b = new CircuitBreaker({
+      failureThreshold: 3,
+      windowMs: 1_000,
+      openMs: 500,
+    });
     b.recordFailure(0);
     b.recordFailure(10);
     expect(b.allow(20)).toBe(true);
@@ -20,7 +24,11 @@ describe('CircuitBreaker', () => {
   });
 
   test('a failed probe opens it again; old failures fall out of the window', () => {
-    const b = new CircuitBreaker({ failureThreshold: 2, windowMs: 100, openMs: 50 });
+    const b = new CircuitBreaker({
+      failureThreshold: 2,
+      windowMs: 100,
+      openMs: 50,
+    });
     b.recordFailure(0);
     b.recordFailure(500);
     expect(b.state(500)).toBe('closed');

@@ -59,7 +59,10 @@ function collect(c: WSEClient, type: string): WSEMessage[] {
 
 describe('handshake', () => {
   test('answers server_ready with client_hello, then subscribes', async () => {
-    const { s, c } = await setup({ topics: ['a', 'b'], clientVersion: 'test/1' });
+    const { s, c } = await setup({
+      topics: ['a', 'b'],
+      clientVersion: 'test/1',
+    });
     c.connect();
     await waitFor(() => c.activeTopics.length === 2, 5_000, 'subscribed');
     const [hello, sub] = s.received;
@@ -92,7 +95,11 @@ describe('handshake', () => {
     const errors: string[] = [];
     c.events.on('error', (e) => errors.push(e.code));
     c.connect();
-    await waitFor(() => c.getState().connectionState === 'stopped', 5_000, 'stopped');
+    await waitFor(
+      () => c.getState().connectionState === 'stopped',
+      5_000,
+      'stopped',
+    );
     expect(errors).toContain('KEY_EXCHANGE_FAILED');
     expect(c.isConnected).toBe(false);
   });
@@ -101,9 +108,9 @@ describe('handshake', () => {
     const { s, c } = await setup({ format: 'msgpack' });
     c.connect();
     await waitFor(() => s.requests.length === 1, 5_000, 'request');
-    expect(new URL(s.requests[0]!.url!, 'ws://x').searchParams.get('format')).toBe(
-      'msgpack',
-    );
+    expect(
+      new URL(s.requests[0]!.url!, 'ws://x').searchParams.get('format'),
+    ).toBe('msgpack');
   });
 });
 
@@ -114,7 +121,9 @@ describe('inbound processing', () => {
     const typed = collect(c, 'news');
     const all = collect(c, '*');
     const events: unknown[] = [];
-    target.addEventListener('news', (e) => events.push((e as CustomEvent).detail));
+    target.addEventListener('news', (e) =>
+      events.push((e as CustomEvent).detail),
+    );
     c.connect();
     await waitFor(() => c.activeTopics.includes('news'), 5_000, 'subscribed');
     s.send(pub('news', 0));
@@ -143,7 +152,10 @@ describe('inbound processing', () => {
   });
 
   test('a gap in offsets asks for recovery once, and a filtered topic never', async () => {
-    const { s, c } = await setup({ topics: ['news', 'deals'] }, { filtered: ['deals'] });
+    const { s, c } = await setup(
+      { topics: ['news', 'deals'] },
+      { filtered: ['deals'] },
+    );
     const got = collect(c, 'news');
     const gaps: unknown[] = [];
     c.events.on('gap', (g) => gaps.push(g));
@@ -198,14 +210,20 @@ describe('outbound', () => {
     await c.sendMessage('chat', 'low', { priority: Priority.LOW });
     expect(c.queueStore.getState().items).toHaveLength(3);
     c.connect();
-    await waitFor(() => s.received.filter((m) => m.t === 'chat').length === 3, 5_000, 'sent');
+    await waitFor(
+      () => s.received.filter((m) => m.t === 'chat').length === 3,
+      5_000,
+      'sent',
+    );
     const sent = s.received.filter((m) => m.t === 'chat').map((m) => m.p);
     expect(sent).toEqual(['critical', 'normal', 'low']);
     expect(await c.sendMessage('chat', 'now')).toBe('sent');
   });
 
   test('the token bucket paces outbound messages', async () => {
-    const { s, c } = await setup({ rateLimit: { capacity: 2, refillPerSecond: 20 } });
+    const { s, c } = await setup({
+      rateLimit: { capacity: 2, refillPerSecond: 20 },
+    });
     c.connect();
     await waitFor(() => c.isConnected, 5_000, 'ready');
     const results = await Promise.all(
@@ -214,26 +232,37 @@ describe('outbound', () => {
     expect(results.slice(0, 2)).toEqual(['sent', 'sent']);
     expect(results[2]).toBe('buffered');
     const start = Date.now();
-    await waitFor(() => s.received.filter((m) => m.t === 'burst').length === 4, 5_000, 'all');
+    await waitFor(
+      () => s.received.filter((m) => m.t === 'burst').length === 4,
+      5_000,
+      'all',
+    );
     expect(Date.now() - start).toBeGreaterThanOrEqual(60);
   });
 
   test('the offline queue keeps messages across clients and replays them by priority', async () => {
     const dbName = `client-offline-${dbCounter++}`;
     const { s, c } = await setup({ offline: { dbName } });
-    expect(await c.sendMessage('order', 'bg', { priority: Priority.BACKGROUND })).toBe(
-      'queued-offline',
-    );
-    expect(await c.sendMessage('order', 'high', { priority: Priority.HIGH })).toBe(
-      'queued-offline',
-    );
+    expect(
+      await c.sendMessage('order', 'bg', { priority: Priority.BACKGROUND }),
+    ).toBe('queued-offline');
+    expect(
+      await c.sendMessage('order', 'high', { priority: Priority.HIGH }),
+    ).toBe('queued-offline');
     c.dispose();
     // A new client (a reloaded page) with the same database sends them.
     const next = new WSEClient(scriptedOptions(s.url, { offline: { dbName } }));
     clients.push(next);
     next.connect();
-    await waitFor(() => s.received.filter((m) => m.t === 'order').length === 2, 5_000, 'replayed');
-    expect(s.received.filter((m) => m.t === 'order').map((m) => m.p)).toEqual(['high', 'bg']);
+    await waitFor(
+      () => s.received.filter((m) => m.t === 'order').length === 2,
+      5_000,
+      'replayed',
+    );
+    expect(s.received.filter((m) => m.t === 'order').map((m) => m.p)).toEqual([
+      'high',
+      'bg',
+    ]);
     expect(next.getState().diagnostics.offlineReplayed).toBe(2);
   });
 
@@ -243,9 +272,14 @@ describe('outbound', () => {
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
     );
     expect(() => c.subscribe('x'.repeat(257))).toThrow(/invalid topic/);
-    await expect(c.sendMessage('', 1)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(c.sendMessage('', 1)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
     expect(
-      () => new WSEClient(scriptedOptions('ws://x/wse', { heartbeatIntervalMs: -1 })),
+      () =>
+        new WSEClient(
+          scriptedOptions('ws://x/wse', { heartbeatIntervalMs: -1 }),
+        ),
     ).toThrow(/heartbeatMs/);
   });
 });

@@ -2,7 +2,12 @@ import { encode } from '@msgpack/msgpack';
 import { deflate } from 'pako';
 import { describe, expect, test } from 'vitest';
 
-import { decodeFrame, encodeMessage, inflateCapped, WSEError } from '../../src/core/index.js';
+import {
+  decodeFrame,
+  encodeMessage,
+  inflateCapped,
+  WSEError,
+} from '../../src/core/index.js';
 
 const options = { maxMessageBytes: 1024 * 1024, session: null };
 const env = { c: 'U', t: 'news', p: { text: 'hello' }, v: 1 };
@@ -45,18 +50,24 @@ describe('codec', () => {
   });
 
   test('refuses unknown binary, bad JSON, bad zlib and early E: frames', async () => {
-    expect((await rejection(decodeFrame(new Uint8Array([1, 2]), options))).code).toBe(
+    expect(
+      (await rejection(decodeFrame(new Uint8Array([1, 2]), options))).code,
+    ).toBe('INVALID_FRAME');
+    expect((await rejection(decodeFrame('{nope', options))).code).toBe(
       'INVALID_FRAME',
     );
-    expect((await rejection(decodeFrame('{nope', options))).code).toBe('INVALID_FRAME');
     const truncated = deflate(new TextEncoder().encode(json)).subarray(0, 10);
-    expect((await rejection(decodeFrame(withPrefix('C:', truncated), options))).code).toBe(
+    expect(
+      (await rejection(decodeFrame(withPrefix('C:', truncated), options))).code,
+    ).toBe('INVALID_FRAME');
+    const sealed = withPrefix('E:', new Uint8Array(40));
+    expect((await rejection(decodeFrame(sealed, options))).code).toBe(
+      'DECRYPT_FAILED',
+    );
+    const badUtf8 = new Uint8Array([0x7b, 0xff, 0x7d]);
+    expect((await rejection(decodeFrame(badUtf8, options))).code).toBe(
       'INVALID_FRAME',
     );
-    const sealed = withPrefix('E:', new Uint8Array(40));
-    expect((await rejection(decodeFrame(sealed, options))).code).toBe('DECRYPT_FAILED');
-    const badUtf8 = new Uint8Array([0x7b, 0xff, 0x7d]);
-    expect((await rejection(decodeFrame(badUtf8, options))).code).toBe('INVALID_FRAME');
   });
 
   test('stops inflating a zlib bomb at the limit', () => {
@@ -69,14 +80,19 @@ describe('codec', () => {
   });
 
   test('encodes JSON text, signed text and M: frames', async () => {
-    expect(await encodeMessage(env, { format: 'json', session: null })).toBe(json);
+    expect(await encodeMessage(env, { format: 'json', session: null })).toBe(
+      json,
+    );
     const signed = await encodeMessage(env, {
       format: 'json',
       session: null,
       sign: async (text) => `${text.slice(0, -1)},"sig":"x"}`,
     });
     expect(signed).toBe(`${json.slice(0, -1)},"sig":"x"}`);
-    const packed = await encodeMessage(env, { format: 'msgpack', session: null });
+    const packed = await encodeMessage(env, {
+      format: 'msgpack',
+      session: null,
+    });
     expect(typeof packed).not.toBe('string');
     const back = await decodeFrame(packed as Uint8Array, options);
     expect(back.value).toEqual(env);

@@ -6,7 +6,11 @@
 
 import { afterEach, describe, expect, test } from 'vitest';
 
-import { WSEClient, type WSEClientOptions, type WSEError } from '../../src/core/index.js';
+import {
+  WSEClient,
+  type WSEClientOptions,
+  type WSEError,
+} from '../../src/core/index.js';
 import {
   scriptedOptions,
   startScripted,
@@ -47,7 +51,11 @@ describe('close policy', () => {
     const { c, errors } = client(scriptedOptions(s.url));
     await waitFor(() => c.isConnected, 5_000, 'connected');
     s.close(code);
-    await waitFor(() => c.getState().connectionState === 'stopped', 5_000, 'stopped');
+    await waitFor(
+      () => c.getState().connectionState === 'stopped',
+      5_000,
+      'stopped',
+    );
     await new Promise((r) => setTimeout(r, 150));
     expect(s.requests.length).toBe(1);
     expect(errors.map((e) => e.code)).toEqual(error === null ? [] : [error]);
@@ -59,9 +67,17 @@ describe('close policy', () => {
     const { c } = client(scriptedOptions(s.url, { topics: ['a'] }));
     await waitFor(() => c.activeTopics.includes('a'), 5_000, 'subscribed');
     s.close(1011);
-    await waitFor(() => s.requests.length === 2 && c.isConnected, 5_000, 'second');
+    await waitFor(
+      () => s.requests.length === 2 && c.isConnected,
+      5_000,
+      'second',
+    );
     s.close(1012);
-    await waitFor(() => s.requests.length === 3 && c.isConnected, 5_000, 'third');
+    await waitFor(
+      () => s.requests.length === 3 && c.isConnected,
+      5_000,
+      'third',
+    );
     await waitFor(() => c.activeTopics.includes('a'), 5_000, 'resubscribed');
     expect(c.getState().diagnostics.connects).toBe(3);
   });
@@ -97,7 +113,11 @@ describe('close policy', () => {
         },
       }),
     );
-    await waitFor(() => c.getState().connectionState === 'stopped', 5_000, 'stopped');
+    await waitFor(
+      () => c.getState().connectionState === 'stopped',
+      5_000,
+      'stopped',
+    );
     expect(refreshes).toBe(3);
     expect(errors.at(-1)?.code).toBe('AUTH_FAILED');
   });
@@ -112,9 +132,15 @@ describe('close policy', () => {
     const first = c.getState().endpoint;
     const [drained, other] = first === a.url ? [a, b] : [b, a];
     drained.close(4300, 'lame duck');
-    await waitFor(() => other.requests.length === 1 && c.isConnected, 5_000, 'failover');
+    await waitFor(
+      () => other.requests.length === 1 && c.isConnected,
+      5_000,
+      'failover',
+    );
     expect(c.getState().endpoint).toBe(other.url);
-    expect(c.endpointHealth().find((e) => e.url === drained.url)!.score).toBeLessThan(100);
+    expect(
+      c.endpointHealth().find((e) => e.url === drained.url)!.score,
+    ).toBeLessThan(100);
   });
 });
 
@@ -122,20 +148,37 @@ describe('liveness and retries', () => {
   test('a silent connection is replaced after the liveness timeout', async () => {
     const s = await scripted();
     const { c } = client(
-      scriptedOptions(s.url, { heartbeatIntervalMs: 50, livenessTimeoutMs: 200 }),
+      scriptedOptions(s.url, {
+        heartbeatIntervalMs: 50,
+        livenessTimeoutMs: 200,
+      }),
     );
     await waitFor(() => c.isConnected, 5_000, 'connected');
     // Stop answering: pause the socket so nothing reaches the client.
     s.sockets[0]!.pause();
     await waitFor(() => s.requests.length === 2, 5_000, 'a new connection');
-    expect(c.getState().lastClose).toMatchObject({ code: 4000, reason: 'heartbeat timeout' });
+    expect(c.getState().lastClose).toMatchObject({
+      code: 4000,
+      reason: 'heartbeat timeout',
+    });
   });
 
   test('heartbeats measure latency', async () => {
     const s = await scripted();
-    const { c } = client(scriptedOptions(s.url, { heartbeatIntervalMs: 30, livenessTimeoutMs: 1_000 }));
-    await waitFor(() => c.getState().latencyHistory.length >= 3, 5_000, 'three PONGs');
-    expect(s.received.filter((m) => m.t === 'ping').length).toBeGreaterThanOrEqual(3);
+    const { c } = client(
+      scriptedOptions(s.url, {
+        heartbeatIntervalMs: 30,
+        livenessTimeoutMs: 1_000,
+      }),
+    );
+    await waitFor(
+      () => c.getState().latencyHistory.length >= 3,
+      5_000,
+      'three PONGs',
+    );
+    expect(
+      s.received.filter((m) => m.t === 'ping').length,
+    ).toBeGreaterThanOrEqual(3);
     expect(c.getState().quality).toBe('excellent');
   });
 
@@ -150,7 +193,11 @@ describe('liveness and retries', () => {
         circuitBreaker: { failureThreshold: 3, openMs: 60_000 },
       }),
     );
-    await waitFor(() => c.getState().diagnostics.reconnectAttempts >= 2, 5_000, 'attempts');
+    await waitFor(
+      () => c.getState().diagnostics.reconnectAttempts >= 2,
+      5_000,
+      'attempts',
+    );
     await new Promise((r) => setTimeout(r, 300));
     expect(c.getState().diagnostics.reconnectAttempts).toBe(2);
     expect(c.getState().circuit).toBe('open');
@@ -162,9 +209,15 @@ describe('liveness and retries', () => {
     await s.stop();
     servers.length = 0;
     const { c, errors } = client(
-      scriptedOptions(dead, { reconnection: { baseDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 } }),
+      scriptedOptions(dead, {
+        reconnection: { baseDelayMs: 1, maxDelayMs: 5, maxAttempts: 2 },
+      }),
     );
-    await waitFor(() => c.getState().connectionState === 'stopped', 5_000, 'stopped');
+    await waitFor(
+      () => c.getState().connectionState === 'stopped',
+      5_000,
+      'stopped',
+    );
     expect(errors.at(-1)?.code).toBe('RECONNECT_EXHAUSTED');
   });
 });

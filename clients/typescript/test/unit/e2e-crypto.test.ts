@@ -17,13 +17,15 @@ import {
 } from '../../src/core/index.js';
 
 const V = {
-  clientScalar: '2329f36e7d62747357f144328cd33604a820d8c635f053e97973606821bd239a',
+  clientScalar:
+    '2329f36e7d62747357f144328cd33604a820d8c635f053e97973606821bd239a',
   clientPublic:
     'BGBLKh27MtSiNsx3S/FT5vKVR+sRy7SW97dASbmE5k7UAk5nhE8hvT3v6kYzhZ2hebonQUIlFAcJaPuuh3mQCOw=',
   serverPublic:
     'BNtZy0FrIV9gW3bg1dl2dXp2Veax+M/Gf0VkIPO+eY0SZVtK61kqJL8Km1bWkZKiYmBB00Nm0G18XeJ1bw+PD1o=',
   sharedX: 'f09ada6cd2ceeb4ad3420e0ffcb2c5e30c482b64803f6d8b1c43381f37d5a991',
-  signingKey: 'a95c92d5587dc17080551c1f09ab255e708995e108f25aa24325989d9e5686fe',
+  signingKey:
+    'a95c92d5587dc17080551c1f09ab255e708995e108f25aa24325989d9e5686fe',
   plaintext: '{"c":"U","t":"price","p":{"sym":"ACME","px":101.25},"v":1}',
   frame:
     '453a000102030405060708090a0b0a709de9dfc40f2c90be132f735942253a888ae75b779c2351cce5d4fd58a48ead648131a5ba0d3f552890b94e0f5794fb5def69d6a72ad614574d402d3f32dd905ae2ef346fabd8c921',
@@ -38,7 +40,10 @@ function hex(s: string): Uint8Array<ArrayBuffer> {
 }
 
 function b64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  return btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, '-')
+    .replace(/\//g, '_')
+    .replace(/=+$/, '');
 }
 
 describe('E2E key agreement and sealing (PROTOCOL §5)', () => {
@@ -51,10 +56,30 @@ describe('E2E key agreement and sealing (PROTOCOL §5)', () => {
       x: b64url(pub.slice(1, 33)),
       y: b64url(pub.slice(33)),
     };
-    const priv = await crypto.subtle.importKey('jwk', jwk, { name: 'ECDH', namedCurve: 'P-256' }, false, ['deriveBits']);
-    const serverRaw = Uint8Array.from(atob(V.serverPublic), (c) => c.charCodeAt(0));
-    const server = await crypto.subtle.importKey('raw', serverRaw, { name: 'ECDH', namedCurve: 'P-256' }, false, []);
-    const x = new Uint8Array(await crypto.subtle.deriveBits({ name: 'ECDH', public: server }, priv, 256));
+    const priv = await crypto.subtle.importKey(
+      'jwk',
+      jwk,
+      { name: 'ECDH', namedCurve: 'P-256' },
+      false,
+      ['deriveBits'],
+    );
+    const serverRaw = Uint8Array.from(atob(V.serverPublic), (c) =>
+      c.charCodeAt(0),
+    );
+    const server = await crypto.subtle.importKey(
+      'raw',
+      serverRaw,
+      { name: 'ECDH', namedCurve: 'P-256' },
+      false,
+      [],
+    );
+    const x = new Uint8Array(
+      await crypto.subtle.deriveBits(
+        { name: 'ECDH', public: server },
+        priv,
+        256,
+      ),
+    );
     expect(Buffer.from(x).toString('hex')).toBe(V.sharedX);
   });
 
@@ -66,13 +91,21 @@ describe('E2E key agreement and sealing (PROTOCOL §5)', () => {
   });
 
   test('round-trips between two fresh key pairs with random IVs', async () => {
-    const [a, b] = await Promise.all([E2EKeyPair.generate(), E2EKeyPair.generate()]);
+    const [a, b] = await Promise.all([
+      E2EKeyPair.generate(),
+      E2EKeyPair.generate(),
+    ]);
     expect(atob(a.publicKeyBase64).length).toBe(65);
-    const [sa, sb] = await Promise.all([a.agree(b.publicKeyBase64), b.agree(a.publicKeyBase64)]);
+    const [sa, sb] = await Promise.all([
+      a.agree(b.publicKeyBase64),
+      b.agree(a.publicKeyBase64),
+    ]);
     const text = new TextEncoder().encode(V.plaintext);
     const f1 = await sa.seal(text);
     const f2 = await sa.seal(text);
-    expect(Buffer.from(f1.slice(2, 14)).equals(Buffer.from(f2.slice(2, 14)))).toBe(false);
+    expect(
+      Buffer.from(f1.slice(2, 14)).equals(Buffer.from(f2.slice(2, 14))),
+    ).toBe(false);
     expect(new TextDecoder().decode(await sb.open(f1))).toBe(V.plaintext);
   });
 
@@ -80,12 +113,20 @@ describe('E2E key agreement and sealing (PROTOCOL §5)', () => {
     const session = await E2ESession.fromIkm(hex(V.sharedX));
     const frame = hex(V.frame);
     frame[20] = frame[20]! ^ 1;
-    await expect(session.open(frame)).rejects.toMatchObject({ code: 'DECRYPT_FAILED' });
-    await expect(session.open(hex('453a0001'))).rejects.toMatchObject({ code: 'DECRYPT_FAILED' });
+    await expect(session.open(frame)).rejects.toMatchObject({
+      code: 'DECRYPT_FAILED',
+    });
+    await expect(session.open(hex('453a0001'))).rejects.toMatchObject({
+      code: 'DECRYPT_FAILED',
+    });
     const pair = await E2EKeyPair.generate();
     await expect(pair.agree('AAAA')).rejects.toBeInstanceOf(WSEError);
-    const offCurve = btoa(String.fromCharCode(4, ...new Uint8Array(64).fill(1)));
-    await expect(pair.agree(offCurve)).rejects.toMatchObject({ code: 'KEY_EXCHANGE_FAILED' });
+    const offCurve = btoa(
+      String.fromCharCode(4, ...new Uint8Array(64).fill(1)),
+    );
+    await expect(pair.agree(offCurve)).rejects.toMatchObject({
+      code: 'KEY_EXCHANGE_FAILED',
+    });
   });
 });
 
@@ -101,7 +142,9 @@ describe('signing (PROTOCOL §6)', () => {
     const key = await importHmacKey('a shared secret of reasonable length');
     const signed = await signJson(key, '{"t":"x","p":{"n":1}}');
     expect(await verifySignature(key, signed)).toBe('valid');
-    expect(await verifySignature(key, signed.replace('"n":1', '"n":2'))).toBe('invalid');
+    expect(await verifySignature(key, signed.replace('"n":1', '"n":2'))).toBe(
+      'invalid',
+    );
     expect(await verifySignature(key, '{"t":"x"}')).toBe('unsigned');
     expect(await verifySignature(key, '{"t":"x","sig":"!!"}')).toBe('invalid');
     const other = await importHmacKey('another secret');

@@ -21,7 +21,15 @@ describe('envelope', () => {
 
   test('reads inbound aliases and publication fields', () => {
     const msg = toMessage(
-      { type: 'news', payload: { a: 1 }, tp: 'news', e: '0a0b0c0d', o: 7, seq: 3, pri: 8 },
+      {
+        type: 'news',
+        payload: { a: 1 },
+        tp: 'news',
+        e: '0a0b0c0d',
+        o: 7,
+        seq: 3,
+        pri: 8,
+      },
       flags,
     );
     expect(msg).toMatchObject({
@@ -52,7 +60,12 @@ describe('envelope', () => {
   test('builds outbound envelopes with priority only when not NORMAL', () => {
     const now = Date.UTC(2026, 0, 15, 10, 30, 0, 123);
     const plain = makeEnvelope('chat', { text: 'hi' }, now);
-    expect(plain).toMatchObject({ c: 'U', t: 'chat', v: 1, ts: '2026-01-15T10:30:00.123Z' });
+    expect(plain).toMatchObject({
+      c: 'U',
+      t: 'chat',
+      v: 1,
+      ts: '2026-01-15T10:30:00.123Z',
+    });
     expect(plain.pri).toBeUndefined();
     const urgent = makeEnvelope('chat', null, now, {
       priority: Priority.HIGH,
@@ -65,8 +78,12 @@ describe('envelope', () => {
   test('makes UUIDv7 ids that carry the time and sort by it', () => {
     const a = uuidv7(1_700_000_000_000);
     const b = uuidv7(1_700_000_000_001);
-    expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect(parseInt(a.replace(/-/g, '').slice(0, 12), 16)).toBe(1_700_000_000_000);
+    expect(a).toMatch(
+      /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+    );
+    expect(parseInt(a.replace(/-/g, '').slice(0, 12), 16)).toBe(
+      1_700_000_000_000,
+    );
     expect(a < b).toBe(true);
   });
 });

@@ -21,7 +21,12 @@ describe('OfflineQueue (IndexedDB)', () => {
     await q.put(entry('n-new', Priority.NORMAL, 4), 10);
     expect(await q.size()).toBe(4);
     const { entries, expired } = await q.takeAll(10);
-    expect(entries.map((e) => e.type)).toEqual(['crit', 'n-old', 'n-new', 'low']);
+    expect(entries.map((e) => e.type)).toEqual([
+      'crit',
+      'n-old',
+      'n-new',
+      'low',
+    ]);
     expect(entries[0]!.payload).toEqual({ type: 'crit' });
     expect(expired).toBe(0);
     expect(await q.size()).toBe(0);
@@ -34,7 +39,9 @@ describe('OfflineQueue (IndexedDB)', () => {
     await first.put(entry('kept', Priority.NORMAL), 0);
     first.close();
     const second = new OfflineQueue({ dbName: name });
-    expect((await second.takeAll(0)).entries.map((e) => e.type)).toEqual(['kept']);
+    expect((await second.takeAll(0)).entries.map((e) => e.type)).toEqual([
+      'kept',
+    ]);
     second.close();
   });
 
@@ -52,11 +59,16 @@ describe('OfflineQueue (IndexedDB)', () => {
     const q = fresh({ maxSize: 2 });
     await q.put(entry('bg', Priority.BACKGROUND), 0);
     await q.put(entry('n', Priority.NORMAL), 0);
-    await expect(q.put(entry('bg2', Priority.BACKGROUND), 0)).rejects.toMatchObject({
+    await expect(
+      q.put(entry('bg2', Priority.BACKGROUND), 0),
+    ).rejects.toMatchObject({
       code: 'QUEUE_FULL',
     });
     await q.put(entry('high', Priority.HIGH), 0);
-    expect((await q.takeAll(0)).entries.map((e) => e.type)).toEqual(['high', 'n']);
+    expect((await q.takeAll(0)).entries.map((e) => e.type)).toEqual([
+      'high',
+      'n',
+    ]);
     expect(() => fresh({ maxSize: 0 })).toThrowError(
       expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
     );

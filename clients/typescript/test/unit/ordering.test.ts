@@ -46,7 +46,10 @@ describe('TopicTracker', () => {
   test('reports a jump, delivers at once, and lets replays fill the hole', () => {
     const t = new TopicTracker();
     t.observe('a', 'e1', 0);
-    expect(t.observe('a', 'e1', 4)).toEqual({ kind: 'deliver', gap: { from: 1, to: 3 } });
+    expect(t.observe('a', 'e1', 4)).toEqual({
+      kind: 'deliver',
+      gap: { from: 1, to: 3 },
+    });
     expect(t.position('a')).toEqual({ epoch: 'e1', offset: 0 });
     expect(t.observe('a', 'e1', 2).kind).toBe('deliver');
     expect(t.missing('a')).toEqual([
@@ -62,7 +65,10 @@ describe('TopicTracker', () => {
   test('a new epoch resets the baseline', () => {
     const t = new TopicTracker();
     t.observe('a', 'e1', 10);
-    expect(t.observe('a', 'e2', 0)).toEqual({ kind: 'new-epoch', previousEpoch: 'e1' });
+    expect(t.observe('a', 'e2', 0)).toEqual({
+      kind: 'new-epoch',
+      previousEpoch: 'e1',
+    });
     expect(t.observe('a', 'e2', 1).kind).toBe('deliver');
   });
 

@@ -9,7 +9,12 @@ const C = 'ws://c.test/wse';
 describe('ConnectionPool', () => {
   test('round-robin walks the endpoints in order', () => {
     const p = new ConnectionPool([A, B, C], { strategy: 'round-robin' });
-    expect([p.select(0), p.select(0), p.select(0), p.select(0)]).toEqual([A, B, C, A]);
+    expect([p.select(0), p.select(0), p.select(0), p.select(0)]).toEqual([
+      A,
+      B,
+      C,
+      A,
+    ]);
   });
 
   test('least-connections picks the endpoint with the fewest live connections', () => {
@@ -25,13 +30,19 @@ describe('ConnectionPool', () => {
   });
 
   test('weighted-random follows score times weight', () => {
-    const p = new ConnectionPool([{ url: A, weight: 1 }, { url: B, weight: 3 }]);
+    const p = new ConnectionPool([
+      { url: A, weight: 1 },
+      { url: B, weight: 3 },
+    ]);
     expect(p.select(0, () => 0.2)).toBe(A);
     expect(p.select(0, () => 0.3)).toBe(B);
   });
 
   test('fails over from an endpoint that just failed, and back after its cool-down', () => {
-    const p = new ConnectionPool([A, B], { strategy: 'round-robin', cooldownMs: 1_000 });
+    const p = new ConnectionPool([A, B], {
+      strategy: 'round-robin',
+      cooldownMs: 1_000,
+    });
     p.recordFailure(A, 0);
     expect([p.select(10), p.select(10)]).toEqual([B, B]);
     p.recordFailure(B, 20);

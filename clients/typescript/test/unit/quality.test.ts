@@ -55,7 +55,8 @@ describe('AdaptiveQualityManager', () => {
 
   test('dispatches wse:quality-change on window once per change', () => {
     const seen: QualityChange[] = [];
-    const listener = (e: Event) => seen.push((e as CustomEvent<QualityChange>).detail);
+    const listener = (e: Event) =>
+      seen.push((e as CustomEvent<QualityChange>).detail);
     window.addEventListener('wse:quality-change', listener);
     const q = new AdaptiveQualityManager();
     q.update('excellent', metrics);
@@ -69,7 +70,9 @@ describe('AdaptiveQualityManager', () => {
   });
 
   test('retunes a TanStack QueryClient: fresh and quiet when good, polling when poor', () => {
-    const client = new QueryClient({ defaultOptions: { queries: { retry: 2 } } });
+    const client = new QueryClient({
+      defaultOptions: { queries: { retry: 2 } },
+    });
     const q = new AdaptiveQualityManager(client, undefined, null);
     expect(client.getDefaultOptions().queries).toMatchObject({
       retry: 2,

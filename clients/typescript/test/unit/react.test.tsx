@@ -8,8 +8,17 @@ import { act, cleanup, render, screen } from '@testing-library/react';
 import { StrictMode } from 'react';
 import { afterEach, describe, expect, test } from 'vitest';
 
-import { liveClientCount, useWSE, useWSEStore, useMessageQueueStore } from '../../src/index.js';
-import { scriptedOptions, startScripted, type ScriptedServer } from '../support/scripted-server.js';
+import {
+  liveClientCount,
+  useWSE,
+  useWSEStore,
+  useMessageQueueStore,
+} from '../../src/index.js';
+import {
+  scriptedOptions,
+  startScripted,
+  type ScriptedServer,
+} from '../support/scripted-server.js';
 import { waitFor } from '../support/wse-server.js';
 
 let server: ScriptedServer | null = null;
@@ -21,9 +30,16 @@ afterEach(async () => {
   server = null;
 });
 
-function Widget({ url, topics, id }: { url: string; topics: string[]; id: string }) {
-  const { endpoints, createWebSocket, reconnection } = scriptedOptions(url);
-  const wse = useWSE({ endpoints, createWebSocket, reconnection, topics });
+function Widget({
+  url,
+  topics,
+  id,
+}: {
+  url: string;
+  topics: string[];
+  id: string;
+}) {
+  const wse = useWSE({ ...scriptedOptions(url), eventTarget: window, topics });
   return (
     <p data-testid={id}>
       {wse.isConnected ? 'up' : 'down'}|{wse.connectionHealth}|
@@ -51,7 +67,10 @@ describe('useWSE', () => {
     );
     await act(() =>
       waitFor(
-        () => /^up\|(excellent|good|fair|poor)\|a,b$/.test(screen.getByTestId('two').textContent!),
+        () =>
+          /^up\|(excellent|good|fair|poor)\|a,b$/.test(
+            screen.getByTestId('two').textContent!,
+          ),
         5_000,
         'both topics',
       ),
@@ -74,12 +93,18 @@ describe('useWSE', () => {
         'unsubscribe',
       ),
     );
-    const unsub = server.received.filter((m) => m.p['action'] === 'unsubscribe');
+    const unsub = server.received.filter(
+      (m) => m.p['action'] === 'unsubscribe',
+    );
     expect(unsub.map((m) => m.p['topics'])).toEqual([['b']]);
 
     view.unmount();
     await act(() => waitFor(() => liveClientCount() === 0, 5_000, 'disposed'));
-    await waitFor(() => server!.sockets[0]!.readyState === 3, 5_000, 'socket closed');
+    await waitFor(
+      () => server!.sockets[0]!.readyState === 3,
+      5_000,
+      'socket closed',
+    );
   });
 
   test('different endpoint sets get their own clients', async () => {

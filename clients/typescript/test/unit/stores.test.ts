@@ -22,7 +22,8 @@ describe('message queue store', () => {
     q.enqueue(msg('crit', Priority.CRITICAL));
     q.enqueue(msg('n2', Priority.NORMAL));
     const order: string[] = [];
-    for (let m = q.dequeue(); m !== undefined; m = q.dequeue()) order.push(m.type);
+    for (let m = q.dequeue(); m !== undefined; m = q.dequeue())
+      order.push(m.type);
     expect(order).toEqual(['crit', 'n1', 'n2', 'low']);
   });
 
@@ -44,7 +45,10 @@ describe('WSE store', () => {
     const s = createWSEStore();
     bump(s, 'seqGaps');
     bump(s, 'bytesReceived', 100);
-    expect(s.getState().diagnostics).toMatchObject({ seqGaps: 1, bytesReceived: 100 });
+    expect(s.getState().diagnostics).toMatchObject({
+      seqGaps: 1,
+      bytesReceived: 100,
+    });
     for (let i = 0; i < LATENCY_HISTORY + 5; i++) pushLatency(s, i);
     const h = s.getState().latencyHistory;
     expect(h.length).toBe(LATENCY_HISTORY);

@@ -55,7 +55,11 @@ window.addEventListener('wse:quality-change', (e) => {
 });
 
 function Ticker() {
-  const wse = useWSE({ topics: ['ticks'], endpoints: [endpoint], reconnection });
+  const wse = useWSE({
+    topics: ['ticks'],
+    endpoints: [endpoint],
+    reconnection,
+  });
   useEffect(() => {
     exposed.hook = wse;
   });
