@@ -27,7 +27,10 @@ export default tseslint.config(
         setTimeout: 'readonly',
         clearTimeout: 'readonly',
         setInterval: 'readonly',
+        clearInterval: 'readonly',
         URL: 'readonly',
+        // Read inside page.waitForFunction, which runs in the browser.
+        document: 'readonly',
       },
     },
   },

@@ -6,11 +6,7 @@
 
 import { useEffect, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import {
-  useWSE,
-  type ConnectionHealth,
-  type WSEMessage,
-} from 'wse-client';
+import { useWSE, type ConnectionHealth, type WSEMessage } from 'wse-client';
 
 const endpoint =
   new URLSearchParams(location.search).get('ws') ?? 'ws://127.0.0.1:5006/wse';
@@ -29,7 +25,11 @@ function Dashboard() {
     endpoints: [endpoint],
     heartbeatIntervalMs: 1_000,
     livenessTimeoutMs: 5_000,
-    reconnection: { strategy: 'exponential', baseDelayMs: 250, maxDelayMs: 5_000 },
+    reconnection: {
+      strategy: 'exponential',
+      baseDelayMs: 250,
+      maxDelayMs: 5_000,
+    },
   });
   const stream = usePublications();
   const quotes = useQuotes();
@@ -62,7 +62,8 @@ function Dashboard() {
         <Card title="Latency">
           <div className="big">{fmtMs(stats.latencyMs)}</div>
           <div className="muted">
-            jitter {fmtMs(stats.jitterMs)} · loss {(stats.loss * 100).toFixed(0)} %
+            jitter {fmtMs(stats.jitterMs)} · loss{' '}
+            {(stats.loss * 100).toFixed(0)} %
           </div>
         </Card>
         <Card title="Messages">
@@ -76,8 +77,8 @@ function Dashboard() {
         <Card title="Delivery">
           <div className="big">{d.connects}</div>
           <div className="muted">
-            connections · {d.recoveriesSucceeded} recovered · {d.topicGaps}{' '}
-            gaps · {d.duplicatesDropped} duplicates
+            connections · {d.recoveriesSucceeded} recovered · {d.topicGaps} gaps
+            · {d.duplicatesDropped} duplicates
           </div>
         </Card>
       </section>
@@ -103,7 +104,8 @@ function Dashboard() {
                     <td>{q.sym}</td>
                     <td>{q.price.toFixed(2)}</td>
                     <td className={q.change >= 0 ? 'up' : 'down'}>
-                      {q.change >= 0 ? '▲' : '▼'} {Math.abs(q.change).toFixed(2)}
+                      {q.change >= 0 ? '▲' : '▼'}{' '}
+                      {Math.abs(q.change).toFixed(2)}
                     </td>
                   </tr>
                 ))}
@@ -149,7 +151,8 @@ function usePublications(): WSEMessage[] {
       setStream((s) => [msg, ...s].slice(0, STREAM_LENGTH));
     };
     TOPICS.forEach((t) => window.addEventListener(t, onMessage));
-    return () => TOPICS.forEach((t) => window.removeEventListener(t, onMessage));
+    return () =>
+      TOPICS.forEach((t) => window.removeEventListener(t, onMessage));
   }, []);
   return stream;
 }
@@ -167,7 +170,13 @@ function useQuotes(): Quote[] {
   return Object.values(quotes).sort((a, b) => a.sym.localeCompare(b.sym));
 }
 
-function Card({ title, children }: { title: string; children: React.ReactNode }) {
+function Card({
+  title,
+  children,
+}: {
+  title: string;
+  children: React.ReactNode;
+}) {
   return (
     <div className="panel">
       <h2>{title}</h2>
@@ -183,7 +192,10 @@ function Sparkline({ values }: { values: readonly number[] }) {
   const max = Math.max(1, ...values);
   const step = w / (values.length - 1);
   const points = values
-    .map((v, i) => `${(i * step).toFixed(1)},${(h - 4 - (v / max) * (h - 12)).toFixed(1)}`)
+    .map(
+      (v, i) =>
+        `${(i * step).toFixed(1)},${(h - 4 - (v / max) * (h - 12)).toFixed(1)}`,
+    )
     .join(' ');
   return (
     <svg width={w} height={h} data-testid="sparkline">

@@ -74,9 +74,12 @@ function buildAll(outDir) {
 }
 
 async function startWseServer() {
-  const bin = process.env.WSE_SERVER ?? path.join(repo, 'target/release/wse-server');
+  const bin =
+    process.env.WSE_SERVER ?? path.join(repo, 'target/release/wse-server');
   if (!existsSync(bin)) {
-    throw new Error(`no wse-server at ${bin}: run \`make build\` or set WSE_SERVER`);
+    throw new Error(
+      `no wse-server at ${bin}: run \`make build\` or set WSE_SERVER`,
+    );
   }
   const flags = ['--host', '127.0.0.1', '--port', process.env.WSE_PORT ?? '0'];
   const proc = spawn(bin, [...flags, '--allow-client-publish'], {
@@ -84,7 +87,9 @@ async function startWseServer() {
   });
   const line = await new Promise((resolve, reject) => {
     createInterface({ input: proc.stdout }).once('line', resolve);
-    proc.once('exit', (code) => reject(new Error(`wse-server exited with ${code}`)));
+    proc.once('exit', (code) =>
+      reject(new Error(`wse-server exited with ${code}`)),
+    );
   });
   const match = /listening on (\S+)/.exec(line);
   if (match === null) throw new Error(`unexpected wse-server output: ${line}`);
@@ -126,9 +131,15 @@ async function startPublisher(url) {
 }
 
 function serve(dir, port) {
-  const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
+  const types = {
+    '.html': 'text/html',
+    '.js': 'text/javascript',
+    '.css': 'text/css',
+  };
   const server = createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    const rel = decodeURIComponent(
+      new URL(req.url ?? '/', 'http://x').pathname,
+    );
     let file = path.join(dir, path.normalize(rel));
     if (!file.startsWith(dir) || !existsSync(file)) {
       res.writeHead(404).end('not found');
@@ -167,12 +178,15 @@ async function screenshot(url, file) {
     ],
   });
   try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 760 } });
+    const page = await browser.newPage({
+      viewport: { width: 1280, height: 760 },
+    });
     await page.goto(url);
     // Live data: a full stream, a latency line, and every symbol quoted.
     await page.waitForFunction(
       () =>
-        document.querySelectorAll('[data-testid=stream] tbody tr').length >= 14 &&
+        document.querySelectorAll('[data-testid=stream] tbody tr').length >=
+          14 &&
         document.querySelector('[data-testid=sparkline] polyline') !== null &&
         document.querySelectorAll('tbody tr').length >= 18,
       undefined,

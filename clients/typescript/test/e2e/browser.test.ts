@@ -38,6 +38,8 @@ let site: StaticServer;
 let chromium: LaunchedBrowser;
 let page: Page;
 let publisher: WSEClient;
+/** What the publisher itself receives of `ticks` (it is a subscriber too). */
+const echoed: number[] = [];
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
@@ -65,7 +67,9 @@ function startPublisher(url: string): WSEClient {
     createWebSocket: (u, { headers }) => new WebSocket(u, { headers }),
     eventTarget: null,
     reconnection: { baseDelayMs: 100, maxDelayMs: 1_000 },
+    topics: ['ticks'],
   });
+  client.on('ticks', (m) => echoed.push(m.offset ?? -1));
   client.connect();
   return client;
 }
@@ -112,6 +116,8 @@ describe('wse-client in headless Chromium', () => {
     await page.evaluate('window.__wse.hook.client.disconnect()');
     await until('!window.__wse.hook.isConnected', 'the disconnect');
     for (let i = 1; i <= 4; i++) await publisher.publish('ticks', { i });
+    // The server has published all four once a subscriber has them.
+    await waitFor(() => echoed.includes(4), 5_000, 'the four publications');
     await page.evaluate('window.__wse.hook.client.connect()');
     await until('window.__wse.received.length === 5', 'the four missed ones');
     const offsets = (await received()).map((m) => m.offset);

@@ -79,8 +79,18 @@ describe('wse-client against wse-server 2.5.1', () => {
     );
     server.publish('ledger', { n: 0 });
     await waitFor(() => got.length === 1, 5_000, 'first');
+    const watcher = client({ topics: ['ledger'] });
+    const watched = collect(watcher, 'ledger');
+    watcher.connect();
+    await waitFor(
+      () => watcher.activeTopics.includes('ledger'),
+      10_000,
+      'watcher',
+    );
     c.disconnect();
     for (let n = 1; n <= 3; n++) server.publish('ledger', { n });
+    // Published once a subscriber that stayed has all three.
+    await waitFor(() => watched.length === 3, 5_000, 'published while away');
     c.connect();
     await waitFor(() => got.length === 4, 10_000, 'the missed three');
     expect(got.map((m) => m.offset)).toEqual([0, 1, 2, 3]);

@@ -75,15 +75,22 @@ describe('delivery guarantees against wse-server', () => {
       5_000,
       'subscribed',
     );
-    const pub = client(server.url);
+    const pub = client(server.url, { topics: ['ticks'] });
+    const echoed = collect(pub, 'ticks');
     pub.connect();
-    await waitFor(() => pub.isConnected, 5_000, 'publisher ready');
+    await waitFor(
+      () => pub.activeTopics.includes('ticks'),
+      5_000,
+      'publisher ready',
+    );
     for (let i = 0; i < 3; i++) await pub.publish('ticks', { i });
     await waitFor(() => got.length === 3, 5_000, 'first three');
 
     // Drop the subscriber, publish while it is away, let it come back.
     sub.disconnect();
     for (let i = 3; i < 8; i++) await pub.publish('ticks', { i });
+    // The server has published them once a subscriber has them all.
+    await waitFor(() => echoed.length === 8, 5_000, 'published while away');
     sub.connect();
     await waitFor(() => got.length === 8, 5_000, 'all eight');
     expect(got.map((m) => m.offset)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
