@@ -19,20 +19,15 @@
  */
 
 import { CircuitBreaker } from './circuit-breaker.js';
-import { encodeMessage, type FrameData } from './codec.js';
+import type { FrameData } from './codec.js';
 import { ConnectionManager, type CloseInfo } from './connection.js';
 import { E2EKeyPair, importHmacKey, type E2ESession } from './e2e.js';
 import { Emitter } from './emitter.js';
-import {
-  isRecord,
-  makeEnvelope,
-  Priority,
-  type SendOptions,
-  type WSEMessage,
-} from './envelope.js';
+import { isRecord, type SendOptions, type WSEMessage } from './envelope.js';
 import { WSEError } from './errors.js';
 import { NetworkMonitor, qualityPenalty } from './network-monitor.js';
 import { OfflineQueue } from './offline-queue.js';
+import { Outbound, type SendResult } from './outbound.js';
 import {
   endpointKey,
   resolveEncryption,
@@ -50,7 +45,6 @@ import {
   type QualityChange,
 } from './quality.js';
 import { TokenBucket } from './rate-limiter.js';
-import { signJson } from './signing.js';
 import {
   bump,
   createMessageQueueStore,
@@ -66,8 +60,7 @@ import { Subscriptions, type RecoveryOutcome } from './subscriptions.js';
 
 export type MessageHandler = (message: WSEMessage) => void;
 
-/** How `sendMessage` disposed of a message. */
-export type SendResult = 'sent' | 'buffered' | 'queued-offline';
+export type { SendResult } from './outbound.js';
 
 export interface ClientEvents {
   state: ConnectionState;
@@ -96,8 +89,7 @@ export class WSEClient {
   private readonly processor: MessageProcessor;
   private readonly monitor: NetworkMonitor;
   private readonly quality: AdaptiveQualityManager;
-  private readonly bucket: TokenBucket;
-  private readonly offline: OfflineQueue | null;
+  private readonly outbound: Outbound;
   private readonly subs: Subscriptions;
   private readonly handlers = new Map<string, Set<MessageHandler>>();
   private readonly target: EventTarget | null;
@@ -110,8 +102,6 @@ export class WSEClient {
   private ready = false;
   private helloSent = false;
   private readyTimer: ReturnType<typeof setTimeout> | null = null;
-  private pumpTimer: ReturnType<typeof setTimeout> | null = null;
-  private sendChain: Promise<void> = Promise.resolve();
 
   constructor(options: WSEClientOptions) {
     this.o = options;
@@ -139,8 +129,20 @@ export class WSEClient {
       { ...DEFAULT_QUERY_SETTINGS, ...options.querySettings },
       this.target,
     );
-    this.bucket = new TokenBucket(options.rateLimit);
-    this.offline = resolveOffline(options);
+    this.outbound = new Outbound({
+      store: this.store,
+      queue: this.queueStore,
+      bucket: new TokenBucket(options.rateLimit),
+      offline: resolveOffline(options),
+      format: options.format ?? 'json',
+      signOutbound: options.signOutbound ?? false,
+      ready: () => this.ready,
+      session: () => this.session,
+      signingKey: () => this.signingKey,
+      write: (data) => this.manager.send(data),
+      fail: (error) => this.fail(error),
+      now: this.now,
+    });
     if (options.signingSecret !== undefined) {
       this.sharedSigningKey = importHmacKey(options.signingSecret);
       void this.sharedSigningKey.then((k) => (this.signingKey ??= k));
@@ -228,6 +230,20 @@ export class WSEClient {
     if (this.ready && removed.length > 0) this.subs.sendUnsubscribe(removed);
   }
 
+  /**
+   * Asks the application for snapshots of topics (PROTOCOL §7
+   * `sync_request`); they arrive as `*_snapshot` messages, then
+   * `snapshot_complete`. Throws `NOT_CONNECTED` while not connected.
+   */
+  requestSnapshot(topics: string | readonly string[]): void {
+    const list = typeof topics === 'string' ? [topics] : [...topics];
+    list.forEach(validateTopic);
+    if (!this.ready) {
+      throw new WSEError('NOT_CONNECTED', 'sync_request needs a connection');
+    }
+    this.sendSystem({ t: 'sync_request', p: { topics: list } });
+  }
+
   // ── handlers ──────────────────────────────────────────────────────────
 
   /** Calls `handler` for every message of `type` (`*`: every message). */
@@ -252,37 +268,12 @@ export class WSEClient {
    * the buffer until the next connection. Throws `QUEUE_FULL` when neither
    * can take it.
    */
-  async sendMessage(
+  sendMessage(
     type: string,
     payload: unknown,
     options: SendOptions = {},
   ): Promise<SendResult> {
-    if (typeof type !== 'string' || type.length === 0) {
-      throw new WSEError('INVALID_ARGUMENT', 'message type must be a string');
-    }
-    const priority = options.priority ?? Priority.NORMAL;
-    const entry = {
-      type,
-      payload,
-      priority,
-      createdAt: this.now(),
-      ...(options.correlationId === undefined
-        ? {}
-        : { correlationId: options.correlationId }),
-    };
-    if (!this.ready && this.offline !== null) {
-      await this.offline.put(entry, this.now());
-      bump(this.store, 'offlineQueued');
-      return 'queued-offline';
-    }
-    const queued = this.queueStore.getState().enqueue(entry);
-    if (queued === null) {
-      throw new WSEError('QUEUE_FULL', 'outbound buffer is full');
-    }
-    await this.pump();
-    return this.queueStore.getState().items.includes(queued)
-      ? 'buffered'
-      : 'sent';
+    return this.outbound.send(type, payload, options);
   }
 
   /** Publishes to a topic (PROTOCOL §7 `publish`, an ext). */
@@ -302,8 +293,7 @@ export class WSEClient {
   dispose(): void {
     this.disconnect();
     this.clearReadyTimer();
-    if (this.pumpTimer !== null) clearTimeout(this.pumpTimer);
-    this.offline?.close();
+    this.outbound.dispose();
     this.manager.clear();
     this.processor.clear();
   }
@@ -514,54 +504,7 @@ export class WSEClient {
       connectionId: this.store.getState().connectionId,
       encrypted: this.session !== null,
     });
-    void this.replayOffline().then(() => this.pump());
-  }
-
-  private async replayOffline(): Promise<void> {
-    if (this.offline === null) return;
-    try {
-      const { entries, expired } = await this.offline.takeAll(this.now());
-      if (expired > 0) bump(this.store, 'offlineExpired', expired);
-      for (const entry of entries) {
-        if (this.queueStore.getState().enqueue(entry) !== null) {
-          bump(this.store, 'offlineReplayed');
-        } else {
-          bump(this.store, 'bufferEvicted');
-        }
-      }
-    } catch (err) {
-      this.fail(
-        err instanceof WSEError ? err : new WSEError('QUEUE_FULL', String(err)),
-      );
-    }
-  }
-
-  /** Sends buffered messages while connected and the bucket allows. */
-  private async pump(): Promise<void> {
-    const queue = this.queueStore.getState();
-    while (this.ready && queue.items.length > 0) {
-      const wait = this.bucket.waitMs(this.now());
-      if (wait > 0) {
-        this.pumpTimer ??= setTimeout(() => {
-          this.pumpTimer = null;
-          void this.pump();
-        }, wait);
-        return;
-      }
-      const next = this.queueStore.getState().dequeue();
-      if (next === undefined) return;
-      this.bucket.tryTake(this.now());
-      const options: SendOptions = { priority: next.priority };
-      if (next.correlationId !== undefined)
-        options.correlationId = next.correlationId;
-      const env = makeEnvelope(
-        next.type,
-        next.payload,
-        next.createdAt,
-        options,
-      );
-      await this.transmit(env, false);
-    }
+    void this.outbound.flush();
   }
 
   private heartbeat(): void {
@@ -628,41 +571,7 @@ export class WSEClient {
 
   /** Sends a system message now, bypassing buffer and rate limit. */
   private sendSystem(env: { t: string; p: unknown }, plaintext = false): void {
-    void this.transmit(makeEnvelope(env.t, env.p, this.now()), plaintext);
-  }
-
-  /**
-   * Encodes and sends, in call order: encoding may await WebCrypto, so
-   * sends go through one promise chain to keep the socket order.
-   */
-  private transmit(env: object, plaintext: boolean): Promise<void> {
-    const next = this.sendChain.then(() => this.encodeAndSend(env, plaintext));
-    this.sendChain = next.catch((err: unknown) =>
-      this.fail(
-        new WSEError('INVALID_ARGUMENT', `send failed: ${String(err)}`),
-      ),
-    );
-    return this.sendChain;
-  }
-
-  private async encodeAndSend(env: object, plaintext: boolean): Promise<void> {
-    const key = this.signingKey;
-    const sign =
-      this.o.signOutbound === true && key !== null
-        ? (json: string) => signJson(key, json)
-        : undefined;
-    const data = await encodeMessage(env, {
-      format: this.o.format ?? 'json',
-      session: plaintext ? null : this.session,
-      ...(sign === undefined ? {} : { sign }),
-    });
-    if (!this.manager.send(data)) return;
-    bump(this.store, 'messagesSent');
-    bump(
-      this.store,
-      'bytesSent',
-      typeof data === 'string' ? data.length : data.byteLength,
-    );
+    this.outbound.system(env.t, env.p, plaintext);
   }
 
   private url(endpoint: string): string {

@@ -96,6 +96,8 @@ export interface MessageQueueState {
   enqueue(message: Omit<QueuedMessage, 'order'>): QueuedMessage | null;
   /** Removes and returns the next message to send. */
   dequeue(): QueuedMessage | undefined;
+  /** Returns a dequeued message to its place (its write found no socket). */
+  putBack(message: QueuedMessage): void;
   clear(): void;
 }
 
@@ -201,6 +203,12 @@ export function createMessageQueueStore(
       const [head, ...rest] = get().items;
       if (head !== undefined) set({ items: rest });
       return head;
+    },
+    putBack(message) {
+      const items = [...get().items, message].sort(
+        (a, b) => b.priority - a.priority || a.order - b.order,
+      );
+      set({ items });
     },
     clear() {
       set({ items: [] });
