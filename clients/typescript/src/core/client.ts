@@ -95,8 +95,8 @@ export class WSEClient {
   private readonly target: EventTarget | null;
   private readonly now: () => number;
   private token: string | undefined;
-  private sharedSigningKey: Promise<CryptoKey> | null = null;
-  private signingKey: CryptoKey | null = null;
+  /** The key of `signingSecret` (PROTOCOL §6), when one is configured. */
+  private readonly sharedKey: Promise<CryptoKey> | null;
   private session: E2ESession | null = null;
   private keyPair: Promise<E2EKeyPair> | null = null;
   private ready = false;
@@ -138,15 +138,15 @@ export class WSEClient {
       signOutbound: options.signOutbound ?? false,
       ready: () => this.ready,
       session: () => this.session,
-      signingKey: () => this.signingKey,
+      signingKey: () => this.outboundSigningKey(),
       write: (data) => this.manager.send(data),
       fail: (error) => this.fail(error),
       now: this.now,
     });
-    if (options.signingSecret !== undefined) {
-      this.sharedSigningKey = importHmacKey(options.signingSecret);
-      void this.sharedSigningKey.then((k) => (this.signingKey ??= k));
-    }
+    this.sharedKey =
+      options.signingSecret === undefined
+        ? null
+        : importHmacKey(options.signingSecret);
     this.subs = new Subscriptions(this.store, (env) => this.sendSystem(env));
     for (const topic of options.topics ?? []) validateTopic(topic);
     this.subs.want(options.topics ?? []);
@@ -155,7 +155,7 @@ export class WSEClient {
       maxMessageBytes: options.maxMessageBytes ?? 16 * 1024 * 1024,
       maxPending: options.maxPendingFrames ?? 10_000,
       session: () => this.session,
-      signingKey: () => this.signingKey,
+      signingKeys: () => this.inboundSigningKeys(),
       requireSignatures: options.requireSignatures ?? false,
     });
     this.manager = new ConnectionManager({
@@ -326,6 +326,7 @@ export class WSEClient {
     p.on('received', (n) => bump(this.store, 'bytesReceived', n));
     p.on('rejected', (err) => this.handleRejected(err));
     p.on('duplicate', () => bump(this.store, 'duplicatesDropped'));
+    p.on('unverifiable', () => bump(this.store, 'unverifiableSignatures'));
     p.on('seqGap', () => bump(this.store, 'seqGaps'));
     p.on('topicGap', (gap) => {
       bump(this.store, 'topicGaps');
@@ -349,8 +350,6 @@ export class WSEClient {
   private handleOpen(endpoint: string): void {
     this.processor.reset();
     this.session = null;
-    this.signingKey = null;
-    void this.sharedSigningKey?.then((k) => (this.signingKey ??= k));
     this.helloSent = false;
     this.ready = false;
     bump(this.store, 'connects');
@@ -448,7 +447,7 @@ export class WSEClient {
       msgpack: this.o.format === 'msgpack',
       recovery: true,
       priority_queue: true,
-      signing: this.signingKey !== null || this.encryption.enabled,
+      signing: this.sharedKey !== null || this.encryption.enabled,
     };
     const payload: Record<string, unknown> = {
       client_version: this.o.clientVersion ?? CLIENT_VERSION,
@@ -476,7 +475,6 @@ export class WSEClient {
     if (typeof serverKey === 'string') {
       try {
         this.session = await (await this.keyPair).agree(serverKey);
-        this.signingKey = this.session.signingKey;
         this.store.setState({ encrypted: true });
         return this.becomeReady();
       } catch (err) {
@@ -572,6 +570,24 @@ export class WSEClient {
   /** Sends a system message now, bypassing buffer and rate limit. */
   private sendSystem(env: { t: string; p: unknown }, plaintext = false): void {
     this.outbound.system(env.t, env.p, plaintext);
+  }
+
+  /**
+   * Keys a signature may verify under: the E2E key (PROTOCOL §6) and the
+   * shared secret. wse-server signs with the shared secret even on E2E
+   * connections (see the module docs of `signing.ts`), so both are tried.
+   */
+  private async inboundSigningKeys(): Promise<CryptoKey[]> {
+    const keys: CryptoKey[] = [];
+    if (this.session !== null) keys.push(this.session.signingKey);
+    if (this.sharedKey !== null) keys.push(await this.sharedKey);
+    return keys;
+  }
+
+  /** The shared secret when configured (what wse-server checks), else E2E. */
+  private async outboundSigningKey(): Promise<CryptoKey | null> {
+    if (this.sharedKey !== null) return this.sharedKey;
+    return this.session?.signingKey ?? null;
   }
 
   private url(endpoint: string): string {

@@ -37,7 +37,8 @@ export interface OutboundOptions {
   /** True once the handshake is done on the current connection. */
   ready: () => boolean;
   session: () => E2ESession | null;
-  signingKey: () => CryptoKey | null;
+  /** The key to sign outbound JSON with, if any. */
+  signingKey: () => Promise<CryptoKey | null>;
   /** Writes to the socket; false when there is no open one. */
   write: (data: string | Uint8Array<ArrayBuffer>) => boolean;
   fail: (error: WSEError) => void;
@@ -159,11 +160,9 @@ export class Outbound {
     env: object,
     plaintext: boolean,
   ): Promise<boolean> {
-    const key = this.o.signingKey();
+    const key = this.o.signOutbound ? await this.o.signingKey() : null;
     const sign =
-      this.o.signOutbound && key !== null
-        ? (json: string) => signJson(key, json)
-        : undefined;
+      key !== null ? (json: string) => signJson(key, json) : undefined;
     const data = await encodeMessage(env, {
       format: this.o.format,
       session: plaintext ? null : this.o.session(),

@@ -40,6 +40,8 @@ export interface ProcessorEvents {
   epochChange: { topic: string; previousEpoch: string | null; epoch: string };
   /** Bytes of every frame received, before decoding. */
   received: number;
+  /** A sealed message whose signature matches none of the keys. */
+  unverifiable: undefined;
   overload: number;
 }
 
@@ -48,9 +50,13 @@ export interface ProcessorOptions {
   maxPending: number;
   /** The E2E session of the current connection, if any. */
   session: () => E2ESession | null;
-  /** The key signatures are checked with, if any. */
-  signingKey: () => CryptoKey | null;
-  /** Drop unsigned messages (heartbeats and errors excepted). */
+  /** Keys a signature may verify under (none: signatures are ignored). */
+  signingKeys: () => Promise<CryptoKey[]>;
+  /**
+   * Drop messages that are neither signed validly nor sealed (an `E:` frame
+   * is authenticated by AES-GCM under the session key); heartbeats, errors
+   * and `server_hello` excepted.
+   */
   requireSignatures: boolean;
   idWindow?: number;
 }
@@ -116,7 +122,7 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
         session: this.o.session(),
       });
       this.emit('received', frame.wireBytes);
-      const verified = await this.checkSignature(frame.text);
+      const verified = await this.checkSignature(frame.text, frame.encrypted);
       const message = toMessage(frame.value, {
         verified,
         encrypted: frame.encrypted,
@@ -125,7 +131,8 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
       if (message === null) {
         throw new WSEError('INVALID_FRAME', 'frame is not a WSE envelope');
       }
-      if (this.o.requireSignatures && !verified && !EXEMPT.has(message.type)) {
+      const trusted = verified || message.encrypted || EXEMPT.has(message.type);
+      if (this.o.requireSignatures && !trusted) {
         throw new WSEError('BAD_SIGNATURE', `unsigned ${message.type} dropped`);
       }
       return message;
@@ -135,15 +142,29 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
     }
   }
 
-  /** True when the text carried a valid signature; throws on a bad one. */
-  private async checkSignature(text: string | null): Promise<boolean> {
-    const key = this.o.signingKey();
-    if (text === null || key === null || !hasSignature(text)) return false;
-    const check = await verifySignature(key, text);
-    if (check === 'invalid') {
-      throw new WSEError('BAD_SIGNATURE', 'signature does not match');
+  /**
+   * True when the text carried a signature valid under one of the keys.
+   * A signature that matches no key drops a plaintext frame (throws). Inside
+   * an `E:` frame AES-GCM has already authenticated the text, and
+   * wse-server signs what it seals with its shared secret, which a client on
+   * E2E alone does not hold: there the message is kept, unverified, and
+   * counted (`unverifiable`).
+   */
+  private async checkSignature(
+    text: string | null,
+    sealed: boolean,
+  ): Promise<boolean> {
+    if (text === null || !hasSignature(text)) return false;
+    const keys = await this.o.signingKeys();
+    if (keys.length === 0 && !sealed) return false;
+    for (const key of keys) {
+      if ((await verifySignature(key, text)) === 'valid') return true;
     }
-    return check === 'valid';
+    if (sealed) {
+      this.emit('unverifiable', undefined);
+      return false;
+    }
+    throw new WSEError('BAD_SIGNATURE', 'signature does not match');
   }
 
   /** False when the publication repeats one already delivered. */
@@ -178,8 +199,13 @@ function asWSEError(err: unknown): WSEError {
   return new WSEError('INVALID_FRAME', String(err));
 }
 
-/** Messages the server never signs or seals (PROTOCOL §5, §7). */
+/**
+ * Messages `requireSignatures` lets through unsigned: heartbeats and errors
+ * (never sealed, PROTOCOL §5) and the handshake, which comes before any
+ * E2E key exists and carries no application data.
+ */
 const EXEMPT: ReadonlySet<string> = new Set([
+  'server_ready',
   'ping',
   'PONG',
   'pong',

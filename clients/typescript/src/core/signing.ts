@@ -7,6 +7,14 @@
  * bytes are `{}`. Nothing is re-serialised, so a verifier needs no JSON
  * parser. The key is the E2E session's signing key, else a shared secret
  * (see `e2e.ts`, `importHmacKey`).
+ *
+ * What wse-server does today differs from PROTOCOL §6 on E2E connections: it
+ * signs with the shared secret only (never the E2E-derived key), leaves
+ * sealed direct messages unsigned, and checks inbound signatures against
+ * the shared secret. The client therefore verifies against both keys and
+ * signs with the shared secret when it has one (`client.ts`).
+ * TODO(#9): use the E2E key alone once the server follows §6, or §6 is
+ * changed to say the shared secret.
  */
 
 import { fromBase64, toBase64, utf8Encode } from './bytes.js';

@@ -43,6 +43,8 @@ export interface Diagnostics {
   invalidFrames: number;
   decryptFailures: number;
   badSignatures: number;
+  /** Sealed messages whose signature matched no key (kept: GCM-authenticated). */
+  unverifiableSignatures: number;
   verifiedMessages: number;
   encryptedMessages: number;
   serverErrors: number;
@@ -122,6 +124,7 @@ export function initialDiagnostics(): Diagnostics {
     invalidFrames: 0,
     decryptFailures: 0,
     badSignatures: 0,
+    unverifiableSignatures: 0,
     verifiedMessages: 0,
     encryptedMessages: 0,
     serverErrors: 0,

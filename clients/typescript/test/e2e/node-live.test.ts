@@ -211,6 +211,63 @@ describe('frame formats and security against wse-server', () => {
     expect(wrong.isConnected).toBe(false);
   });
 
+  test('signed and sealed: E2E clients with and without the shared secret', async () => {
+    const secret = 'node-live-signing-secret-0123456789';
+    const server = await startServer([
+      '--allow-client-publish',
+      '--signing-secret',
+      secret,
+      '--sign-outbound',
+      '*',
+    ]);
+    servers.push(server);
+    const e2e = { encryption: { required: true }, requireSignatures: true };
+    const withSecret = client(server.url, {
+      ...e2e,
+      topics: ['both'],
+      signingSecret: secret,
+    });
+    const e2eOnly = client(server.url, { ...e2e, topics: ['both'] });
+    const packed = client(server.url, {
+      ...e2e,
+      topics: ['both'],
+      format: 'msgpack',
+    });
+    const got = [withSecret, e2eOnly, packed].map((c) => collect(c, 'both'));
+    [withSecret, e2eOnly, packed].forEach((c) => c.connect());
+    await waitFor(
+      () =>
+        [withSecret, e2eOnly, packed].every((c) =>
+          c.activeTopics.includes('both'),
+        ),
+      5_000,
+      'subscribed',
+    );
+    await withSecret.publish('both', { n: 7 });
+    await waitFor(() => got.every((g) => g.length === 1), 5_000, 'delivered');
+    expect(got[0]![0]).toMatchObject({
+      encrypted: true,
+      verified: true,
+      payload: { n: 7 },
+    });
+    // The server signed it with its shared secret: authentic by GCM, unverified here.
+    expect(got[1]![0]).toMatchObject({
+      encrypted: true,
+      verified: false,
+      payload: { n: 7 },
+    });
+    expect(
+      e2eOnly.getState().diagnostics.unverifiableSignatures,
+    ).toBeGreaterThan(0);
+    // msgpack inside E: is never signed (signing covers JSON text only).
+    expect(got[2]![0]).toMatchObject({
+      encrypted: true,
+      format: 'msgpack',
+      payload: { n: 7 },
+    });
+    expect(withSecret.getState().diagnostics.badSignatures).toBe(0);
+  });
+
   test('reads msgpack and C: frames', async () => {
     const server = await startServer([
       '--allow-client-publish',
