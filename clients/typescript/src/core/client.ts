@@ -110,6 +110,16 @@ export class WSEClient {
     this.token = options.token;
     this.timers = resolveTimers(options);
     this.encryption = resolveEncryption(options.encryption);
+    if (
+      options.requireSignatures === true &&
+      options.format === 'msgpack' &&
+      !this.encryption.enabled
+    ) {
+      throw new WSEError(
+        'INVALID_ARGUMENT',
+        'requireSignatures with msgpack needs encryption: M: frames carry no signature',
+      );
+    }
     this.store = options.store ?? createWSEStore();
     this.queueStore =
       options.queueStore ?? createMessageQueueStore(options.bufferCapacity);

@@ -8,6 +8,10 @@
  * subscriptions) skip the buffer and the bucket but share the write order.
  * A buffered message whose write finds no open socket goes back to the
  * buffer, so a disconnect between dequeue and write loses nothing.
+ *
+ * TODO(#9): messages already in the in-memory buffer when the connection
+ * drops stay in memory (sent on the next connection, lost on a page
+ * reload); with the offline queue on, they could move to IndexedDB.
  */
 
 import { encodeMessage, type OutboundFormat } from './codec.js';

@@ -5,6 +5,10 @@
  * unmount-and-remount (and quick route changes) keep the connection.
  * Topics are reference counted too: a topic is unsubscribed when no mounted
  * hook asks for it any more.
+ *
+ * TODO(#9): an entry created by a render that React discards before any
+ * effect runs is never acquired and stays in the map: it holds no socket
+ * (clients connect on acquire) but keeps its stores until the page unloads.
  */
 
 import {
