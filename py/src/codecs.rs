@@ -63,7 +63,12 @@ fn compress_c_frame<'py>(
 ) -> PyResult<Option<Bound<'py, PyBytes>>> {
     let mut deflater =
         Deflater::new(level).map_err(|_| bad("level", &format!("must be 1 to 9, got {level}")))?;
-    Ok(deflater.compress(data).map(|c| PyBytes::new(py, &c.c_frame())))
+    // The protocol crate cuts whole WebSocket frames; the Python side wants the payload,
+    // which is the frame's tail.
+    Ok(deflater.compress(data).map(|c| {
+        let frame = c.c_frame();
+        PyBytes::new(py, &frame[frame.len() - c.c_payload_len()..])
+    }))
 }
 
 /// Inflates a zlib stream (the body of a `C:` frame) to at most `max_size` bytes.

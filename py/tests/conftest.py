@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
 from wse_server import RustWSEServer
 
 #: The HS256 secret the JWT tests use (32 bytes or more, as the engine requires).

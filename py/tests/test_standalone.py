@@ -1,4 +1,4 @@
-"""RustWSEServer with real WebSocket clients: the drain facade and the calls into the shards.
+"""RustWSEServer with real WebSocket clients: the drain facade, calls into the shards.
 
 Every test starts the engine in this process (two shards on 127.0.0.1) and talks to it
 through real sockets with the `websockets` client; the drain runs in a worker thread
@@ -16,6 +16,9 @@ import time
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from conftest import (
     Event,
     StartServer,
@@ -24,8 +27,6 @@ from conftest import (
     metric,
     url,
 )
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 from wse_server import RustWSEServer, ServerBusyError, ServerNotRunningError
 
 
@@ -92,7 +93,9 @@ def test_drain_keeps_each_connections_events_in_order_across_shards(
     assert sum(produced.values()) == len(events)
 
 
-def test_stop_wakes_a_drain_waiting_in_another_thread(start_server: StartServer) -> None:
+def test_stop_wakes_a_drain_waiting_in_another_thread(
+    start_server: StartServer,
+) -> None:
     server = start_server()
     result: list[list[Event]] = []
     drainer = threading.Thread(
@@ -145,7 +148,9 @@ def test_stop_while_draining_hands_over_the_last_disconnects(
     drainer.join(5)
     assert codes == [1012] * 6
     assert len(kinds(seen, "connect")) == 6
-    assert len(kinds(seen, "disconnect")) == 6, "every disconnect reaches the application"
+    assert len(kinds(seen, "disconnect")) == 6, (
+        "every disconnect reaches the application"
+    )
 
 
 def test_start_on_a_busy_port_raises_oserror() -> None:
@@ -313,7 +318,9 @@ def test_require_accept_waits_for_the_application(start_server: StartServer) -> 
     asyncio.run(scenario())
 
 
-def test_snapshot_complete_releases_held_publications(start_server: StartServer) -> None:
+def test_snapshot_complete_releases_held_publications(
+    start_server: StartServer,
+) -> None:
     server = start_server()
 
     async def scenario() -> None:

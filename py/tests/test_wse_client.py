@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import wse_client
-from conftest import JWT_SECRET, StartServer, drain_until, hs256_token, kinds, url
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+
+from conftest import JWT_SECRET, StartServer, drain_until, hs256_token, kinds, url
 
 
 async def wait_for(check: Any, within: float = 5.0) -> None:

@@ -2,9 +2,9 @@
 
 Two ways in:
 
-- `RustWSEServer` runs the Rust engine on its own port, on its own threads; Python drains
-  its events in batches with `drain_inbound` and calls into it (`publish`, `send_event`,
-  ...).
+- `RustWSEServer` runs the Rust engine on its own port, on its own threads; Python
+  drains its events in batches with `drain_inbound` and calls into it (`publish`,
+  `send_event`, ...).
 - `create_wse_router(WSEConfig(...))` serves the same protocol from a FastAPI
   application, on the application's own port (needs the `fastapi` extra).
 """

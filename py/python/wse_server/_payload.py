@@ -1,8 +1,8 @@
 """Python payloads as JSON: the conversion rules, in one place.
 
-Both modes use this module: `RustWSEServer` calls `dumps` for every payload given as a
-Python object (`publish`, `send_event`, `update_presence`, ...), and router mode calls it
-for everything it sends. The rules:
+Both modes use this module: `RustWSEServer` calls `dumps` for every payload given as
+a Python object (`publish`, `send_event`, `update_presence`, ...), and router mode
+calls it for everything it sends. The rules:
 
 - `dict`, `list`, `tuple`, `str`, `int`, `float`, `bool` and `None` as JSON has them
   (subclasses as their base type). Integers must fit in 64 bits. NaN and the infinities
