@@ -109,7 +109,7 @@ py-lint: venv py-build ## ruff (88 columns) and mypy --strict on py/, stubtest o
 	.venv/bin/ruff format --check py
 	.venv/bin/mypy --config-file py/pyproject.toml py/python py/tests py/examples py/bench
 	cd py && ../.venv/bin/python -m mypy.stubtest wse_server._wse_accel \
-		--mypy-config-file pyproject.toml --allowlist stubtest-allowlist.txt
+		--mypy-config-file pyproject.toml
 
 .PHONY: py-test
 py-test: venv py-build ## pytest for py/: RustWSEServer, router mode and the examples, real clients

@@ -112,6 +112,11 @@ async def next_message(ws: ClientConnection, within: float = 5.0) -> dict[str, A
         return message
 
 
+async def read_until_closed(ws: ClientConnection) -> None:
+    while True:
+        await next_message(ws)
+
+
 def subscribe(topics: list[str], **extra: Any) -> str:
     payload = {"action": "subscribe", "topics": topics, **extra}
     return json.dumps({"t": "subscription_update", "p": payload})
@@ -384,8 +389,7 @@ def test_slow_consumer_is_closed_with_4503(serve: Serve) -> None:
             await next_message(ws)
             await asyncio.to_thread(served.http, "POST", "/flood")
             with pytest.raises(ConnectionClosed):
-                while True:
-                    await next_message(ws)
+                await read_until_closed(ws)
             assert ws.close_code == 4503
         assert served.router.counters["slow_consumer"] == 1
 

@@ -65,7 +65,7 @@ def test_published_client_subscribes_and_receives_publications(
 
             for n in range(5):
                 server.publish("orders", {"order": n})
-            received = []
+            received: list[int] = []
             while len(received) < 5:
                 got = await client.recv(timeout=5)
                 if got.topic == "orders":

@@ -7,12 +7,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from os import PathLike
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, final
+
+from typing_extensions import Self
 
 __version__: Final[str]
+__all__ = [
+    "E2ESession",
+    "InvalidTokenError",
+    "JwtVerifier",
+    "KeyExchange",
+    "RustWSEServer",
+    "ServerBusyError",
+    "ServerNotRunningError",
+    "TopicAcl",
+    "TopicFilter",
+    "WSEError",
+    "__version__",
+    "check_topic",
+    "compress_c_frame",
+    "glob_match",
+    "inflate_zlib",
+    "msgpack_from_envelope",
+    "msgpack_to_json",
+]
 
 #: One drained event: `(kind, conn_id, data)` (PROTOCOL.md section 8).
-Event: TypeAlias = tuple[str, str | None, Any]
+_Event: TypeAlias = tuple[str, str | None, Any]
 
 class WSEError(RuntimeError):
     """Base class of the errors only the engine can report."""
@@ -30,6 +51,7 @@ class ServerNotRunningError(WSEError):
 class InvalidTokenError(ValueError):
     """A token is malformed, forged, expired or not meant for this server."""
 
+@final
 class RustWSEServer:
     """The Rust engine's shards, run on their own threads inside this process.
 
@@ -43,8 +65,8 @@ class RustWSEServer:
     the rule it breaks, a value of the wrong type `TypeError`.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str,
         port: int,
         *,
@@ -105,7 +127,7 @@ class RustWSEServer:
         tls_cert: str | PathLike[str] | None = None,
         tls_key: str | PathLike[str] | None = None,
         redis_url: str | None = None,
-    ) -> None:
+    ) -> Self:
         """Checks the options; nothing listens until `start()`.
 
         `host` is an IP address and `port` 0 to 65535 (0 picks a free port, see
@@ -156,7 +178,7 @@ class RustWSEServer:
     def local_addr(self) -> tuple[str, int]:
         """`(host, port)` the shards listen on; the real port when 0 was given."""
 
-    def drain_inbound(self, max_count: int = 256, timeout_ms: int = 50) -> list[Event]:
+    def drain_inbound(self, max_count: int = 256, timeout_ms: int = 50) -> list[_Event]:
         """Up to `max_count` events from all shards, oldest first per connection.
 
         Waits up to `timeout_ms` milliseconds when none is ready, without the GIL
@@ -322,10 +344,11 @@ def check_topic(name: str, allow_wildcards: bool = False) -> None:
 def glob_match(pattern: str, topic: str) -> bool:
     """Whether `topic` matches `pattern` (`*` any run, `?` one character)."""
 
+@final
 class KeyExchange:
     """The server's P-256 key pair for one connection's E2E agreement."""
 
-    def __init__(self) -> None:
+    def __new__(cls) -> Self:
         """A fresh key pair."""
 
     @property
@@ -337,6 +360,7 @@ class KeyExchange:
 
         `ValueError` for a key that is not a P-256 point."""
 
+@final
 class E2ESession:
     """The keys of one E2E connection (AES-256-GCM, PROTOCOL.md section 5)."""
 
@@ -347,11 +371,12 @@ class E2ESession:
         """The plaintext of an `E:` frame; `ValueError` if it does not
         authenticate."""
 
+@final
 class JwtVerifier:
     """Checks JWTs as the engine does (PROTOCOL.md section 2)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         secret: bytes,
         *,
         algorithm: str = "HS256",
@@ -359,7 +384,7 @@ class JwtVerifier:
         audience: list[str] | None = None,
         previous_secret: bytes | None = None,
         key_id: str | None = None,
-    ) -> None:
+    ) -> Self:
         """HS256 with a secret of 32 bytes or more, or RS256/ES256 with a PEM
         public key; `ValueError` for a key that cannot be used."""
 
@@ -368,10 +393,11 @@ class JwtVerifier:
         `wse_topics` claim as `{"allow", "deny", "publish"}`, or None); raises
         `InvalidTokenError` with the reason otherwise."""
 
+@final
 class TopicFilter:
     """Compiled subscription filter criteria (PROTOCOL.md section 7)."""
 
-    def __init__(self, criteria: str) -> None:
+    def __new__(cls, criteria: str) -> Self:
         """Compiles criteria given as JSON text; `ValueError` names the problem."""
 
     def matches_all(self) -> bool:
@@ -380,15 +406,16 @@ class TopicFilter:
     def matches(self, envelope: bytes) -> bool:
         """Whether a publication, given as its envelope's JSON, passes."""
 
+@final
 class TopicAcl:
     """One connection's topic rules (the `wse_topics` claim)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         allow: list[str] | None = None,
         deny: list[str] | None = None,
         publish: list[str] | None = None,
-    ) -> None:
+    ) -> Self:
         """Globs the connection may receive, may never receive, may publish to."""
 
     def may_subscribe(self, pattern: str) -> bool:
