@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from os import PathLike
-from typing import Any, Final, Literal, TypeAlias, final
-
-from typing_extensions import Self
+from typing import Any, Final, Literal, Self, TypeAlias, final
 
 __version__: Final[str]
 __all__ = [
