@@ -73,7 +73,11 @@ fn compress_c_frame<'py>(
 
 /// Inflates a zlib stream (the body of a `C:` frame) to at most `max_size` bytes.
 #[pyfunction]
-fn inflate_zlib<'py>(py: Python<'py>, data: &[u8], max_size: usize) -> PyResult<Bound<'py, PyBytes>> {
+fn inflate_zlib<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    max_size: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
     let inflated = Inflater::new(max_size)
         .inflate_zlib(data)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -127,7 +131,10 @@ impl KeyExchange {
     #[new]
     fn new() -> PyResult<Self> {
         let exchange = Exchange::generate().map_err(|e| WSEError::new_err(e.to_string()))?;
-        Ok(KeyExchange { public_key: exchange.public_key_b64(), private: Mutex::new(Some(exchange)) })
+        Ok(KeyExchange {
+            public_key: exchange.public_key_b64(),
+            private: Mutex::new(Some(exchange)),
+        })
     }
 
     /// The public key for `server_hello`: base64 of the uncompressed point.
@@ -144,7 +151,8 @@ impl KeyExchange {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take()
             .ok_or_else(|| WSEError::new_err("this key exchange was already used"))?;
-        let keys = exchange.agree(client_public_key).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let keys =
+            exchange.agree(client_public_key).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(E2ESession { keys })
     }
 }
@@ -275,7 +283,11 @@ struct TopicAcl {
 impl TopicAcl {
     #[new]
     #[pyo3(signature = (allow=None, deny=None, publish=None))]
-    fn new(allow: Option<Vec<String>>, deny: Option<Vec<String>>, publish: Option<Vec<String>>) -> Self {
+    fn new(
+        allow: Option<Vec<String>>,
+        deny: Option<Vec<String>>,
+        publish: Option<Vec<String>>,
+    ) -> Self {
         let rules = wse_protocol::auth::TopicRules {
             allow: allow.unwrap_or_default(),
             deny: deny.unwrap_or_default(),

@@ -27,33 +27,33 @@ pub(crate) fn to_list<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Boun
 /// One event as `(kind, conn_id, data)`.
 fn to_tuple(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyTuple>> {
     let conn = conn_text(py, event.conn);
-    let (kind, conn, data): (&Bound<'_, PyString>, Bound<'_, PyAny>, Bound<'_, PyAny>) =
-        match event.kind {
-            EventKind::Message(value) => (intern!(py, "msg"), conn, to_py(py, &value)?),
-            EventKind::AuthConnect { user_id } => {
-                (intern!(py, "auth_connect"), conn, text(py, &user_id))
-            }
-            EventKind::Connect { cookies } => (intern!(py, "connect"), conn, text(py, &cookies)),
-            EventKind::Raw(raw) => (intern!(py, "raw"), conn, text(py, &raw)),
-            EventKind::Binary(data) => {
-                (intern!(py, "bin"), conn, PyBytes::new(py, &data).into_any())
-            }
-            EventKind::Disconnect { code, reason } => {
-                let data = PyDict::new(py);
-                data.set_item(intern!(py, "code"), code)?;
-                data.set_item(intern!(py, "reason"), &*reason)?;
-                (intern!(py, "disconnect"), conn, data.into_any())
-            }
-            EventKind::Presence { kind, topic, user_id, data } => {
-                let payload = PyDict::new(py);
-                payload.set_item(intern!(py, "topic"), &*topic)?;
-                payload.set_item(intern!(py, "user_id"), &*user_id)?;
-                payload.set_item(intern!(py, "data"), json_to_py(py, data.as_deref())?)?;
-                let name = PyString::new(py, kind.name());
-                // PROTOCOL.md §8: presence events carry no connection.
-                return Ok(PyTuple::new(py, [name.into_any(), py.None().into_bound(py), payload.into_any()])?);
-            }
-        };
+    let (kind, conn, data): (&Bound<'_, PyString>, Bound<'_, PyAny>, Bound<'_, PyAny>) = match event
+        .kind
+    {
+        EventKind::Message(value) => (intern!(py, "msg"), conn, to_py(py, &value)?),
+        EventKind::AuthConnect { user_id } => {
+            (intern!(py, "auth_connect"), conn, text(py, &user_id))
+        }
+        EventKind::Connect { cookies } => (intern!(py, "connect"), conn, text(py, &cookies)),
+        EventKind::Raw(raw) => (intern!(py, "raw"), conn, text(py, &raw)),
+        EventKind::Binary(data) => (intern!(py, "bin"), conn, PyBytes::new(py, &data).into_any()),
+        EventKind::Disconnect { code, reason } => {
+            let data = PyDict::new(py);
+            data.set_item(intern!(py, "code"), code)?;
+            data.set_item(intern!(py, "reason"), &*reason)?;
+            (intern!(py, "disconnect"), conn, data.into_any())
+        }
+        EventKind::Presence { kind, topic, user_id, data } => {
+            let payload = PyDict::new(py);
+            payload.set_item(intern!(py, "topic"), &*topic)?;
+            payload.set_item(intern!(py, "user_id"), &*user_id)?;
+            payload.set_item(intern!(py, "data"), json_to_py(py, data.as_deref())?)?;
+            let name = PyString::new(py, kind.name());
+            // PROTOCOL.md §8: presence events carry no connection.
+            let none = py.None().into_bound(py);
+            return PyTuple::new(py, [name.into_any(), none, payload.into_any()]);
+        }
+    };
     PyTuple::new(py, [kind.clone().into_any(), conn, data])
 }
 

@@ -2,17 +2,17 @@
 //!
 //! Place in the data path: `Python → **py** → shard` and back. Two ways in:
 //!
-//! - [`server::RustWSEServer`] runs the same shards as the `wse-server` binary
+//! - `server::RustWSEServer` runs the same shards as the `wse-server` binary
 //!   ([`wse_shard::Server`]) on their own threads inside the Python process and hands Python
 //!   the application interface ([`wse_shard::App`]): events are drained in batches
-//!   ([`events`]), calls go into the shards' bounded control rings. The GIL is released
+//!   (`events`), calls go into the shards' bounded control rings. The GIL is released
 //!   around every wait on the engine; shard threads never touch a Python object.
-//! - [`codecs`] lends the protocol crate's codecs (compression, msgpack, E2E crypto,
+//! - `codecs` lends the protocol crate's codecs (compression, msgpack, E2E crypto,
 //!   signing, filters, JWT, topic names) to router mode, the pure-Python server that runs
 //!   inside a FastAPI application (`wse_server.router`), so that both speak the same bytes.
 //!
 //! Payloads given as Python objects become JSON text through one Python function,
-//! `wse_server._payload.dumps` ([`payload`]), so the conversion rules are the same in both
+//! `wse_server._payload.dumps` (`payload`), so the conversion rules are the same in both
 //! modes.
 //!
 //! Left to others: the wire protocol itself (`wse_protocol`), the engine (`wse_shard`), and

@@ -16,17 +16,21 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pyo3::conversion::FromPyObjectOwned;
 use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
-use pyo3::conversion::FromPyObjectOwned;
 use wse_protocol::auth::{JwtAlgorithm, JwtConfig, JwtValidator};
 use wse_protocol::close::is_valid_close_code;
 use wse_shard::config::{AuthFailureMode, JwtSettings, Secret, TlsFiles};
 use wse_shard::Config;
 
 /// Builds the engine's configuration from the constructor's arguments.
-pub(crate) fn config(host: &str, port: i64, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
+pub(crate) fn config(
+    host: &str,
+    port: i64,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Config> {
     let host: IpAddr = host.parse().map_err(|_| {
         PyValueError::new_err(format!("host must be an IP address such as 127.0.0.1, got {host:?}"))
     })?;

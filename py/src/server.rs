@@ -22,10 +22,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping};
 use sonic_rs::{JsonValueTrait, Value};
+use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::TopicRules;
 use wse_protocol::envelope::Priority;
 use wse_protocol::topic::validate_topic;
-use wse_fanout::mesh::PublishRequest;
 use wse_shard::{App, Config, Server};
 
 use crate::errors::{not_running, to_py};
@@ -52,24 +52,31 @@ struct State {
 #[pymethods]
 impl RustWSEServer {
     #[new]
-    #[pyo3(signature = (host, port, **options), text_signature = "(host, port, *, path='/wse', shards=None, \
-cores=None, max_connections=10000, max_message_size=1048576, handshake_timeout=10.0, \
-max_handshakes=512, max_handshakes_per_ip=64, ping_interval=25.0, idle_timeout=60.0, \
-close_timeout=1.0, max_outbound_queue_bytes=1048576, max_subscriptions_per_connection=1000, \
-allow_client_publish=False, jwt_secret=None, jwt_previous_secret=None, jwt_algorithm='HS256', \
-jwt_issuer=None, jwt_audience=None, jwt_key_id=None, jwt_cookie_name='access_token', \
-jwt_query_token=False, auth_failure_mode='close', close_on_token_expiry=False, \
-allowed_origins=None, encryption_enabled=True, signing_secret=None, sign_outbound=None, \
-require_signed_inbound=False, rate_limit_capacity=100000, rate_limit_refill=10000.0, \
-rate_limit_close_after=10.0, recovery_enabled=True, recovery_buffer_size=128, \
-recovery_ttl=300.0, recovery_max_messages=500, recovery_memory_budget=268435456, \
-recovery_topic_bytes=8388608, dedup_window=50000, dedup_window_age=300.0, \
-presence_enabled=False, presence_max_data_size=4096, presence_max_members=0, \
-compression_threshold=1024, compression_level=1, compression_enabled=True, \
-permessage_deflate=True, require_accept=False, max_inbound_queue_size=65536, \
-max_inbound_queue_bytes=67108864, control_capacity=65536, publish_timeout=1.0, \
-snapshot_timeout=5.0, max_connection_info_bytes=4096, tls_cert=None, tls_key=None, \
-redis_url=None)")]
+    #[pyo3(
+        signature = (host, port, **options),
+        text_signature = "(host, port, *, path='/wse', shards=None, cores=None, \
+            max_connections=10000, max_message_size=1048576, handshake_timeout=10.0, \
+            max_handshakes=512, \
+            max_handshakes_per_ip=64, ping_interval=25.0, idle_timeout=60.0, \
+            close_timeout=1.0, max_outbound_queue_bytes=1048576, \
+            max_subscriptions_per_connection=1000, allow_client_publish=False, \
+            jwt_secret=None, jwt_previous_secret=None, jwt_algorithm='HS256', \
+            jwt_issuer=None, jwt_audience=None, jwt_key_id=None, \
+            jwt_cookie_name='access_token', jwt_query_token=False, \
+            auth_failure_mode='close', close_on_token_expiry=False, allowed_origins=None, \
+            encryption_enabled=True, signing_secret=None, sign_outbound=None, \
+            require_signed_inbound=False, rate_limit_capacity=100000, \
+            rate_limit_refill=10000.0, rate_limit_close_after=10.0, recovery_enabled=True, \
+            recovery_buffer_size=128, recovery_ttl=300.0, recovery_max_messages=500, \
+            recovery_memory_budget=268435456, recovery_topic_bytes=8388608, \
+            dedup_window=50000, dedup_window_age=300.0, presence_enabled=False, \
+            presence_max_data_size=4096, presence_max_members=0, \
+            compression_threshold=1024, compression_level=1, compression_enabled=True, \
+            permessage_deflate=True, require_accept=False, max_inbound_queue_size=65536, \
+            max_inbound_queue_bytes=67108864, control_capacity=65536, publish_timeout=1.0, \
+            snapshot_timeout=5.0, max_connection_info_bytes=4096, tls_cert=None, \
+            tls_key=None, redis_url=None)"
+    )]
     fn new(host: &str, port: i64, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let config = options::config(host, port, options)?;
         Ok(RustWSEServer { config, state: Mutex::new(State::default()) })
@@ -165,7 +172,9 @@ redis_url=None)")]
             None => "{}".to_owned(),
         };
         let pri = match item(event, "pri", "priority")? {
-            Some(pri) => priority(pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?)?,
+            Some(pri) => {
+                priority(pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?)?
+            }
             None => Priority::Normal,
         };
         let cid: Option<String> = match item(event, "cid", "correlation_id")? {
@@ -474,8 +483,8 @@ fn item<'py>(
 /// `p` is published whole as the payload.
 fn request_from_message(topic: &str, json: &str) -> PyResult<PublishRequest> {
     check_topic(topic)?;
-    let value: Value = sonic_rs::from_str(json)
-        .map_err(|e| bad("data", &format!("must be JSON text: {e}")))?;
+    let value: Value =
+        sonic_rs::from_str(json).map_err(|e| bad("data", &format!("must be JSON text: {e}")))?;
     let field = |a: &str, b: &str| value.get(a).or_else(|| value.get(b));
     let Some(payload) = field("p", "payload") else {
         return Ok(PublishRequest {
@@ -487,7 +496,9 @@ fn request_from_message(topic: &str, json: &str) -> PyResult<PublishRequest> {
         });
     };
     let event_type = field("t", "type").and_then(|t| t.as_str()).filter(|t| !t.is_empty());
-    let pri = field("pri", "priority").and_then(|p| p.as_u64()).map_or(Priority::Normal, Priority::from_wire);
+    let pri = field("pri", "priority")
+        .and_then(|p| p.as_u64())
+        .map_or(Priority::Normal, Priority::from_wire);
     let id = value.get("id").and_then(|id| id.as_str()).map(check_id).transpose()?;
     Ok(PublishRequest {
         topic: topic.into(),
