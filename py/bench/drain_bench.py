@@ -7,18 +7,23 @@ own interpreter), in the same run on the same machine:
    its default settings and drains with one Python thread;
 2. open `--clients` WebSocket connections (raw sockets, one thread each) and send
    `--messages` small JSON messages on each as fast as the server takes them
-   (`{"t":"m","p":{"c":client,"n":number}}`, masked as RFC 6455 requires);
-3. the child counts what it drained, from the first message to the last.
+   (`{"t":"m","p":{"c":client,"n":number}}`, masked as RFC 6455 requires), while
+   nobody drains: the server's inbound queue fills to its limit;
+3. `--settle` seconds after the last send finished (or stalled), tell the child to
+   drain; it counts what it drained, from then to the last message.
 
-Lost = sent - drained. A server that drops events when Python falls behind loses
-them; one that applies TCP backpressure slows the clients down instead. Prints a
-Markdown table with the date, the machine and the command.
+With the defaults (200,000 messages) the sends outrun the queue of either server
+(131,072 events): past it, a server that drops events loses the rest, one that
+applies TCP backpressure holds the clients back and hands the rest over as Python
+drains. Lost = sent - drained. Prints a Markdown table with the date, the machine
+and the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -58,12 +63,13 @@ def main() -> None:
     parser.add_argument("--ours", required=True, help="python with our wse_server")
     parser.add_argument("--theirs", required=True, help="python with wse-server 2.5.1")
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--messages", type=int, default=3000, help="per client")
+    parser.add_argument("--messages", type=int, default=2000, help="per client")
+    parser.add_argument("--settle", type=float, default=2.0)
     args = parser.parse_args()
 
     results = [
-        run("wse_server (this repository)", args.ours, args.clients, args.messages),
-        run("wse-server 2.5.1 (PyPI)", args.theirs, args.clients, args.messages),
+        run("wse_server (this repository)", args.ours, args),
+        run("wse-server 2.5.1 (PyPI)", args.theirs, args),
     ]
     print(report(results, args))
     ours = results[0]
@@ -71,15 +77,17 @@ def main() -> None:
         sys.exit(1)
 
 
-def run(name: str, python: str, clients: int, messages: int) -> Result:
+def run(name: str, python: str, args: argparse.Namespace) -> Result:
+    clients, messages = args.clients, args.messages
+    expect = str(clients * messages)
     port = free_port()
     child = subprocess.Popen(
-        [python, str(HERE / "drain_child.py"), "--port", str(port)]
-        + ["--expect", str(clients * messages)],
+        [python, str(HERE / "drain_child.py"), "--port", str(port), "--expect", expect],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None
+    assert child.stdout is not None and child.stdin is not None
     if child.stdout.readline().strip() != "ready":
         child.kill()
         raise SystemExit(f"{name}: the server did not start")
@@ -89,19 +97,24 @@ def run(name: str, python: str, clients: int, messages: int) -> Result:
     started = time.monotonic()
 
     def send(sock: socket.socket, data: bytes) -> None:
-        try:
+        # A connection the server closed shows in the count as loss.
+        with contextlib.suppress(OSError):
             sock.sendall(data)
-        except OSError:
-            pass  # the server closed the connection; the loss shows in the count
         send_done.append(time.monotonic() - started)
 
-    threads = [
-        threading.Thread(target=send, args=pair)
-        for pair in zip(sockets, buffers, strict=True)
-    ]
+    pairs = zip(sockets, buffers, strict=True)
+    threads = [threading.Thread(target=send, args=pair) for pair in pairs]
     for thread in threads:
         thread.start()
-    out, _ = child.communicate(timeout=300)
+    # Until every send finished, or none finished for a while (held back by TCP).
+    settled = len(send_done)
+    while len(send_done) < clients:
+        time.sleep(args.settle)
+        if len(send_done) == settled:
+            break
+        settled = len(send_done)
+    time.sleep(args.settle)
+    out, _ = child.communicate("go\n", timeout=300)
     for thread in threads:
         thread.join(30)
     for sock in sockets:

@@ -2,11 +2,14 @@
 
 Runs under the interpreter of the server being measured (ours, or wse-server 2.5.1
 from PyPI in its own CPython 3.12 venv) and uses only the API both share. It starts
-the server, prints `ready`, then drains with `drain_inbound(256, 50)` on this one
-thread and checks every message: each client numbers its messages from 0, so a
-message whose number is not the next one expected from its client is out of order.
-It stops when `--expect` messages arrived, or nothing arrived for `--idle` seconds,
-and prints one JSON line with what it saw.
+the server and prints `ready`; the clients then send while nobody drains, so the
+server's inbound queue fills (up to its limit; past it, a server either stops reading
+its sockets or drops). On `go` (a line on stdin) it drains with
+`drain_inbound(256, 50)` on this one thread as fast as it can, checking every message:
+each client numbers its messages from 0, so a message whose number is not the next
+one expected from its client is out of order. It stops when `--expect` messages
+arrived, or nothing arrived for `--idle` seconds, and prints one JSON line with what
+it saw; `seconds` runs from `go` to the last message.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ def main() -> None:
         server.enable_drain_mode()  # the 2.x server needs it before start()
     server.start()
     print("ready", flush=True)
+    sys.stdin.readline()
 
     next_n: dict[int, int] = {}
     received = disorder = 0
-    first = last = 0.0
-    started = idle_since = time.monotonic()
+    first = last = started = idle_since = time.monotonic()
     while received < args.expect:
         now = time.monotonic()
         if now - started > args.limit or (received and now - idle_since > args.idle):
@@ -55,9 +58,8 @@ def main() -> None:
                 disorder += 1
             next_n[client] = n + 1
             received += 1
+        if events:
             last = time.monotonic()
-            if received == 1:
-                first = last
     dropped = (
         server.inbound_dropped_count()
         if hasattr(server, "inbound_dropped_count")
