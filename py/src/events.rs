@@ -8,6 +8,8 @@
 //! Connection ids cross into Python as the decimal text of [`ConnId`] (the engine's own
 //! spelling in logs); [`parse_conn`] reads them back.
 
+use std::collections::HashMap;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -15,18 +17,57 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 use wse_shard::{ConnId, Event, EventKind};
 
-/// The events as a list of `(kind, conn_id, data)` tuples.
-pub(crate) fn to_list<'py>(py: Python<'py>, events: Vec<Event>) -> PyResult<Bound<'py, PyList>> {
-    let list = PyList::empty(py);
-    for event in events {
-        list.append(to_tuple(py, event)?)?;
+/// The Python text of every connection that has events, made once per connection rather
+/// than once per event. An entry goes with the connection's `disconnect` event, so there is
+/// about one per open connection; a disconnect drained through another cache (two threads
+/// draining at once) leaves one behind, so the whole cache is dropped past `limit`.
+pub(crate) struct ConnNames {
+    names: HashMap<ConnId, Py<PyString>>,
+    limit: usize,
+}
+
+impl ConnNames {
+    /// A cache of at most `limit` names (the server's `max_connections` and some slack).
+    pub(crate) fn new(limit: usize) -> ConnNames {
+        ConnNames { names: HashMap::new(), limit }
     }
-    Ok(list)
+
+    fn get<'py>(&mut self, py: Python<'py>, conn: ConnId) -> Bound<'py, PyAny> {
+        if self.names.len() >= self.limit {
+            self.names.clear();
+        }
+        let name = self
+            .names
+            .entry(conn)
+            .or_insert_with(|| PyString::new(py, &conn.0.to_string()).unbind());
+        name.bind(py).clone().into_any()
+    }
+}
+
+/// The events as a list of `(kind, conn_id, data)` tuples.
+pub(crate) fn to_list<'py>(
+    py: Python<'py>,
+    events: Vec<Event>,
+    names: &mut ConnNames,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut tuples = Vec::with_capacity(events.len());
+    for event in events {
+        let conn = event.conn;
+        let last = matches!(event.kind, EventKind::Disconnect { .. });
+        tuples.push(to_tuple(py, event, names.get(py, conn))?);
+        if last {
+            names.names.remove(&conn);
+        }
+    }
+    PyList::new(py, tuples)
 }
 
 /// One event as `(kind, conn_id, data)`.
-fn to_tuple(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyTuple>> {
-    let conn = conn_text(py, event.conn);
+fn to_tuple<'py>(
+    py: Python<'py>,
+    event: Event,
+    conn: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let (kind, conn, data): (&Bound<'_, PyString>, Bound<'_, PyAny>, Bound<'_, PyAny>) = match event
         .kind
     {

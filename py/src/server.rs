@@ -29,7 +29,7 @@ use wse_protocol::topic::validate_topic;
 use wse_shard::{App, Config, Server};
 
 use crate::errors::{not_running, to_py};
-use crate::events::{conn_text, json_to_py, parse_conn, to_list, to_py as value_to_py};
+use crate::events::{conn_text, json_to_py, parse_conn, to_list, to_py as value_to_py, ConnNames};
 use crate::options::{self, bad, close_code, seconds};
 use crate::payload;
 
@@ -38,6 +38,8 @@ use crate::payload;
 pub struct RustWSEServer {
     config: Config,
     state: Mutex<State>,
+    /// Connection ids as Python text, reused across batches; taken only with the GIL held.
+    names: Mutex<ConnNames>,
 }
 
 #[derive(Default)]
@@ -79,7 +81,8 @@ impl RustWSEServer {
     )]
     fn new(host: &str, port: i64, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let config = options::config(host, port, options)?;
-        Ok(RustWSEServer { config, state: Mutex::new(State::default()) })
+        let names = ConnNames::new(config.max_connections + 1024);
+        Ok(RustWSEServer { config, state: Mutex::new(State::default()), names: Mutex::new(names) })
     }
 
     /// Binds the port and starts the shards.
@@ -139,7 +142,14 @@ impl RustWSEServer {
             let mut events = Vec::with_capacity(max.min(4096));
             app.drain_into(&mut events, max, wait).map(|_| events)
         });
-        to_list(py, events.map_err(to_py)?)
+        let events = events.map_err(to_py)?;
+        // Never wait for this lock while holding the GIL: the holder might need the GIL back
+        // (a finalizer run by the garbage collector). A batch that finds it taken by another
+        // draining thread names its connections afresh.
+        match self.names.try_lock() {
+            Ok(mut names) => to_list(py, events, &mut names),
+            Err(_) => to_list(py, events, &mut ConnNames::new(MAX_BATCH)),
+        }
     }
 
     fn inbound_queue_depth(&self) -> PyResult<usize> {
