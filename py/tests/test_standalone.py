@@ -383,6 +383,9 @@ def test_topic_acl_limits_what_a_connection_receives(start_server: StartServer) 
         )
         assert conn is not None
         server.set_topic_acl(conn, allow=["chat.*"], deny=["chat.admin"])
+        # The call only queues the change; a query to the same shard is answered after
+        # it, so once it returns the ACL is in force.
+        assert server.get_connection_info(conn) is not None
         await ws.send(
             json.dumps(
                 {
