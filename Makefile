@@ -66,8 +66,8 @@ unit: ## unit and integration tests (cargo test)
 smoke: venv build ## Python `websockets` client against the release wse-server (pytest)
 	.venv/bin/python -m pytest -q tests/python
 
-# TODO(#4): kosoku 0.1.0 cannot run 12.* and 13.* (echoes reach its case code as str), so
-# the permessage-deflate subset runs under wstest; move it to kosoku once a release fixes it.
+# kosoku 0.1.0 (its only release) cannot run 12.* and 13.*: the echoes reach its case code
+# as str. The permessage-deflate subset therefore runs under the reference wstest.
 .PHONY: conformance
 conformance: deps venv wstest-venv build ## Autobahn 1-7, 9, 10 via kosoku; a 12/13 subset via wstest
 	scripts/autobahn.sh kosoku

@@ -172,12 +172,13 @@ pub fn hold(
     report
 }
 
-/// Finishes the handshake and reads the first frame, which must be text (`server_ready`).
+/// Finishes the handshake and reads the first frame, which must be a data frame
+/// (`server_ready`: text, or binary as `C:` when compressed or `M:` on msgpack connections).
 fn greeted(handshake: Handshake) -> Result<Client, ws::Error> {
     let mut client = handshake.finish()?;
     let frame = client.read_frame()?;
-    if frame.opcode != TEXT {
-        return Err(ws::Error::Frame("first frame is not text (server_ready)"));
+    if frame.opcode != TEXT && frame.opcode != BINARY {
+        return Err(ws::Error::Frame("first frame is not a data frame (server_ready)"));
     }
     Ok(client)
 }
@@ -186,6 +187,8 @@ fn greeted(handshake: Handshake) -> Result<Client, ws::Error> {
 const READY: &str = "ready";
 /// Text frame opcode.
 const TEXT: u8 = 1;
+/// Binary frame opcode.
+const BINARY: u8 = 2;
 /// Failures kept word for word.
 const MAX_ERRORS: usize = 5;
 

@@ -258,7 +258,7 @@ impl App {
     /// Publishes a request built by the caller (topic and JSON already checked).
     pub fn publish_request(&self, request: PublishRequest) -> Result<(), Error> {
         // One entry shard keeps one caller's requests in order.
-        // TODO(#4): every application publication passes shard 0's control loop before it
+        // TODO(#5): every application publication passes shard 0's control loop before it
         // reaches the topic's owner; sending it to the owner's control ring directly needs
         // the shard index of each mesh peer, which the shards do not publish yet.
         self.to_shard(0, Control::Publish(request))

@@ -243,9 +243,9 @@ impl Shard {
         };
         let mut json = Vec::with_capacity(request.data.len() + 160);
         envelope::publication(&meta, &request.data, &mut json);
-        // TODO(#4): while any msgpack connection is open, publications of topics that no
-        // msgpack connection subscribes to are converted too; telling owners which topics
-        // have msgpack subscribers (a count per topic, kept by the shards) would spare that.
+        // Converted whenever any msgpack connection is open, whether or not one subscribes
+        // to this topic: the trade-off the module docs explain (knowing per topic would take
+        // state shared between shards).
         let msgpack = self
             .shared
             .metrics

@@ -129,8 +129,9 @@ fn a_user_joins_with_the_first_connection_and_leaves_with_the_last() {
     assert_eq!(summary(&left).1, "ann");
     // The application hears the same; ann's `presence_join` may have been drained already,
     // while ann2 was being accepted.
-    let left = |e: &Event| matches!(&e.kind, EventKind::Presence { kind, .. } if *kind == PresenceKind::Leave);
-    let events = drain_until(&app, IO_LIMIT, |all| all.iter().any(left));
+    let is_leave =
+        |e: &Event| matches!(&e.kind, EventKind::Presence { kind: PresenceKind::Leave, .. });
+    let events = drain_until(&app, IO_LIMIT, |all| all.iter().any(is_leave));
     let kinds: Vec<(PresenceKind, String, String)> = events
         .into_iter()
         .filter_map(|e| match e.kind {

@@ -12,10 +12,9 @@
 //! frame after E2E (over the cap close 1009; bad data is dropped with `INVALID_MESSAGE`).
 //! Bare zlib (a binary message starting `0x78`) is not inflated: PROTOCOL.md §4 lists it
 //! only as something servers never send, not as something clients may.
-//! Both inflate one whole message at once, so the UTF-8 of a compressed text message is
-//! judged when the message is complete, not fragment by fragment.
-//! TODO(#4): no fail-fast UTF-8 for fragmented compressed text (C05 non-strict): libdeflate
-//! only inflates whole streams; failing on the fragment would need a streaming inflater.
+//! Both inflate one whole message at once (libdeflate has no streaming mode); a compressed
+//! text message that came in fragments was already judged fragment by fragment by the
+//! reader (`wse_protocol::fragment_check`), so bad UTF-8 fails fast there too.
 
 use std::time::{Duration, Instant};
 
