@@ -67,7 +67,12 @@ _ROUTER_NAMES = frozenset(
 
 def __getattr__(name: str) -> Any:
     if name in _ROUTER_NAMES:
-        from wse_server import router
-
+        try:
+            from wse_server import router
+        except ImportError as e:
+            raise ImportError(
+                f"wse_server.{name} is router mode, which needs FastAPI: "
+                "pip install 'wse-server[fastapi]' uvicorn"
+            ) from e
         return getattr(router, name)
     raise AttributeError(f"module 'wse_server' has no attribute {name!r}")
