@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from typing import Any, Literal, overload
 
 from ._queue import EventQueue
-from .codec import Codec, envelope_to_event, iso_now, new_message_id
+from .codec import Codec, MessageIds, envelope_to_event, iso_now
 from .connection import ConnectionManager, ConnectionOptions, Session, TokenProvider
 from .crypto import KeyExchange, Signer
 from .errors import (
@@ -101,7 +101,7 @@ class AsyncWSEClient:
         heartbeat_interval: float = 20.0,
         heartbeat_timeout: float = 60.0,
         max_message_size: int = 1 << 20,
-        permessage_deflate: bool = True,
+        permessage_deflate: bool = False,
         signing_secret: bytes | None = None,
         dedup_size: int = 10_000,
         dedup_age: float = 300.0,
@@ -158,16 +158,17 @@ class AsyncWSEClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._key_exchange: KeyExchange | None = None
         self._server: dict[str, Any] = {}
+        self._frames_received = 0
+        self._bytes_received = 0
+        self._events_delivered = 0
+        self._messages_sent = 0
         self._stats = {
-            "frames_received": 0,
-            "bytes_received": 0,
-            "events_delivered": 0,
-            "messages_sent": 0,
             "decode_errors": 0,
             "handler_errors": 0,
             "rate_limit_waits": 0,
             "server_errors": 0,
         }
+        self._ids = MessageIds()
         self._started = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -399,6 +400,10 @@ class AsyncWSEClient:
         """Counters and gauges since the client was created."""
         monitor, manager, seq = self._monitor, self._manager, self._sequencer.stats
         return {
+            "frames_received": self._frames_received,
+            "bytes_received": self._bytes_received,
+            "events_delivered": self._events_delivered,
+            "messages_sent": self._messages_sent,
             **self._stats,
             "state": manager.state.value,
             "endpoint": self.endpoint,
@@ -432,13 +437,12 @@ class AsyncWSEClient:
     # -- connection delegate (called by ConnectionManager) -----------------------------
 
     def frame_received(self, data: str | bytes) -> bool:
-        stats = self._stats
-        stats["frames_received"] += 1
-        stats["bytes_received"] += len(data)
+        self._frames_received += 1
+        self._bytes_received += len(data)
         try:
             envelope = self._codec.decode(data)
         except WSEError as exc:
-            stats["decode_errors"] += 1
+            self._stats["decode_errors"] += 1
             log.warning("dropped an undecodable frame: %s", exc)
             return False
         if envelope.get("t") == "batch":
@@ -565,10 +569,11 @@ class AsyncWSEClient:
         return full
 
     def _deliver(self, event: WSEEvent) -> bool:
-        self._stats["events_delivered"] += 1
-        handlers = self._handlers.get(event.type)
-        if handlers:
-            self._call(handlers, event)
+        self._events_delivered += 1
+        if self._handlers:
+            handlers = self._handlers.get(event.type)
+            if handlers:
+                self._call(handlers, event)
         if self._any_handlers:
             self._call(self._any_handlers, event)
         return self._queue.put(event)
@@ -704,7 +709,7 @@ class AsyncWSEClient:
         return {
             "t": kind,
             "p": payload,
-            "id": new_message_id(),
+            "id": self._ids.next(),
             "ts": iso_now(),
             "v": 1,
         }
@@ -717,7 +722,7 @@ class AsyncWSEClient:
         if self._bucket is not None:
             await self._take_token()
         await self._manager.send(self._codec.encode(envelope))
-        self._stats["messages_sent"] += 1
+        self._messages_sent += 1
 
     async def _until_ready(self, timeout: float | None) -> None:
         manager = self._manager

@@ -37,6 +37,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from ._transport import bind_sink
 from .errors import (
     WSEAuthError,
     WSECircuitOpenError,
@@ -62,7 +63,8 @@ class Delegate(Protocol):
     """What the manager needs from the client."""
 
     def frame_received(self, data: str | bytes) -> bool:
-        """Handles one frame; True asks the reader to wait for queue space."""
+        """Handles one message; True when the event queue is full (the transport
+        then stops reading until `wait_for_space` returns)."""
         ...
 
     async def wait_for_space(self) -> None: ...
@@ -107,24 +109,23 @@ class ConnectionOptions:
     heartbeat_interval: float = 20.0
     heartbeat_timeout: float = 60.0
     max_size: int = 1 << 20
-    permessage_deflate: bool = True
+    permessage_deflate: bool = False
     require_encryption: bool = False
 
 
 @dataclass(slots=True)
 class Session:
-    """One socket's life, from the upgrade to its close."""
+    """One socket's life, from the upgrade to its close. `ws` is None only while
+    the upgrade is in progress."""
 
     url: str
-    ws: ClientConnection
     opened_at: float
     ready: asyncio.Future[dict[str, Any]]
     hello: asyncio.Future[dict[str, Any]]
+    ws: ClientConnection | None = None
     connection_id: str | None = None
-    last_rx: float = 0.0
-    paused: bool = False
+    frames: int = 0
     close_code: int | None = None
-    close_reason: str = ""
 
 
 class ConnectionManager:
@@ -177,12 +178,10 @@ class ConnectionManager:
     async def stop(self, code: int = 1000) -> None:
         """Closes the socket (Close `code`) and stops reconnecting."""
         self._stopping = True
-        session = self.session
-        if session is not None:
+        ws = self.session.ws if self.session is not None else None
+        if ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    session.ws.close(code), self.options.open_timeout
-                )
+                await asyncio.wait_for(ws.close(code), self.options.open_timeout)
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -194,7 +193,7 @@ class ConnectionManager:
         """Drops the socket without a Close frame, as a network failure would;
         the client reconnects (tests and `force_reconnect`)."""
         session = self.session
-        if session is not None and session.ws.transport is not None:
+        if session is not None and session.ws is not None:
             session.ws.transport.abort()
 
     async def send(self, frame: str | bytes, *, handshake: bool = False) -> None:
@@ -202,10 +201,11 @@ class ConnectionManager:
         handshake messages may go (`handshake=True`); otherwise, and when there is
         no socket, `WSEConnectionError`."""
         session = self.session
-        if session is None or not (handshake or self.state is ConnectionState.READY):
+        ws = session.ws if session is not None else None
+        if ws is None or not (handshake or self.state is ConnectionState.READY):
             raise WSEConnectionError("not connected")
         try:
-            await session.ws.send(frame)
+            await ws.send(frame)
         except ConnectionClosed as exc:
             raise WSEConnectionError("connection closed while sending") from exc
 
@@ -333,48 +333,53 @@ class ConnectionManager:
     # -- one connection ----------------------------------------------------------------
 
     async def _connect_and_serve(self, url: str) -> int:
-        """Dials, handshakes and reads until the socket closes; returns the close
+        """Dials, handshakes and serves until the socket closes; returns the close
         code. Raises `_DialFailed` when no session could be set up."""
-        ws = await self._dial(url)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        session = Session(url, ws, now, loop.create_future(), loop.create_future())
-        session.last_rx = now
+        session = Session(
+            url, time.monotonic(), loop.create_future(), loop.create_future()
+        )
         self.session = session
-        reader = loop.create_task(self._read(session), name="wse-client-reader")
+        try:
+            ws = await self._dial(url, session)
+        except BaseException:
+            self.session = None
+            raise
+        session.ws = ws
+        closed = loop.create_task(self._until_closed(session), name="wse-closed")
         heartbeat: asyncio.Task[None] | None = None
         try:
-            await self._handshake(session, reader)
+            await self._handshake(session, closed)
             self._opened(session)
             heartbeat = loop.create_task(self._heartbeat(session), name="wse-heartbeat")
-            await reader
+            await closed
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
-            if not reader.done():
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+            if not closed.done():
                 with contextlib.suppress(Exception):
-                    await ws.close()
+                    await asyncio.wait_for(ws.close(), self.options.open_timeout)
+                closed.cancel()
             self.session = None
             if self.ready.is_set():
                 self.ready.clear()
                 self.pool.released(url)
             self.monitor.disconnected()
             self._delegate.connection_lost()
-        return (
-            session.close_code
-            if session.close_code is not None
-            else ws.close_code or 1006
-        )
+        return session.close_code or 1006
 
-    async def _dial(self, url: str) -> ClientConnection:
+    async def _dial(self, url: str, session: Session) -> ClientConnection:
         options = self.options
         headers = dict(options.headers)
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
             headers["Cookie"] = f"access_token={self._token}"
+        delegate = self._delegate
+
+        def sink(data: str | bytes) -> bool:
+            session.frames += 1
+            return delegate.frame_received(data)
+
         try:
             return await websockets.connect(
                 _with_query(url, options.query),
@@ -384,8 +389,8 @@ class ConnectionManager:
                 compression="deflate" if options.permessage_deflate else None,
                 ping_interval=None,
                 close_timeout=2.0,
-                max_queue=64,
                 user_agent_header=f"wse-client-python/{_VERSION}",
+                create_connection=bind_sink(sink, delegate.wait_for_space),
             )
         except InvalidStatus as exc:
             raise _DialFailed.from_status(exc) from exc
@@ -393,11 +398,11 @@ class ConnectionManager:
             error = WSEConnectionError(f"cannot connect to {url}: {exc}")
             raise _DialFailed(error) from exc
 
-    async def _handshake(self, session: Session, reader: asyncio.Task[None]) -> None:
+    async def _handshake(self, session: Session, closed: asyncio.Task[None]) -> None:
         """server_ready, client_hello, server_hello, then the delegate's
         re-subscription. Raises `_DialFailed` when the socket closes first."""
         options = self.options
-        ready = await self._wait(session.ready, reader, options.handshake_timeout)
+        ready = await self._wait(session.ready, closed, options.handshake_timeout)
         details = ready.get("details") if isinstance(ready, dict) else None
         if isinstance(details, dict):
             session.connection_id = details.get("connection_id")
@@ -406,8 +411,9 @@ class ConnectionManager:
             self._delegate.make_frame("client_hello", hello), handshake=True
         )
         try:
-            await self._wait(session.hello, reader, options.hello_timeout)
+            await self._wait(session.hello, closed, options.hello_timeout)
         except WSEEncryptionError as exc:
+            assert session.ws is not None
             with contextlib.suppress(Exception):
                 await session.ws.close(1000)
             raise _DialFailed(exc, terminal=True) from exc
@@ -420,23 +426,23 @@ class ConnectionManager:
                     terminal=True,
                 ) from failure
         resubscribe = asyncio.ensure_future(self._delegate.connection_opened(session))
-        await self._wait(resubscribe, reader, options.handshake_timeout)
+        await self._wait(resubscribe, closed, options.handshake_timeout)
 
     async def _wait(
-        self, future: asyncio.Future[Any], reader: asyncio.Task[None], timeout: float
+        self, future: asyncio.Future[Any], closed: asyncio.Task[None], timeout: float
     ) -> Any:
+        """The result of one handshake step, unless the socket closes first or the
+        step takes longer than `timeout` (both raise `_DialFailed`)."""
         done, _ = await asyncio.wait(
-            {future, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {future, closed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if future in done:
             return future.result()
-        session = self.session
-        if reader in done:
-            assert session is not None
-            code = session.ws.close_code or 1006
-            future.cancel()
-            raise _DialFailed.from_close(code, session.ws.close_reason or "")
         future.cancel()
+        session = self.session
+        if closed in done and session is not None and session.ws is not None:
+            reason = session.ws.close_reason or ""
+            raise _DialFailed.from_close(session.close_code or 1006, reason)
         raise _DialFailed(WSETimeoutError(f"handshake step took over {timeout} s"))
 
     def _opened(self, session: Session) -> None:
@@ -451,35 +457,32 @@ class ConnectionManager:
         if first is not None and not first.done():
             first.set_result(None)
 
-    async def _read(self, session: Session) -> None:
-        delegate = self._delegate
+    async def _until_closed(self, session: Session) -> None:
         ws = session.ws
-        try:
-            async for data in ws:
-                session.last_rx = time.monotonic()
-                if delegate.frame_received(data):
-                    session.paused = True
-                    await delegate.wait_for_space()
-                    session.paused = False
-                    session.last_rx = time.monotonic()
-        except ConnectionClosed:
-            pass
+        assert ws is not None
+        await ws.wait_closed()
         session.close_code = ws.close_code if ws.close_code is not None else 1006
-        session.close_reason = ws.close_reason or ""
 
     async def _heartbeat(self, session: Session) -> None:
+        """Every interval: a `ping` (latency and loss), expiry of lost pings and of
+        held reorder buffers, and the liveness check: a socket on which no frame
+        arrived for `heartbeat_timeout` is aborted (counted as 1006)."""
         options = self.options
-        interval = options.heartbeat_interval
+        ws = session.ws
+        assert ws is not None
         stable_at = session.opened_at + self._backoff.policy.stable_after
+        seen, quiet_since = session.frames, time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(options.heartbeat_interval)
             now = time.monotonic()
             if now >= stable_at:
                 self._backoff.stable()
-            silent = now - session.last_rx
-            if not session.paused and silent > options.heartbeat_timeout:
-                log.warning("nothing received for %.1f s: dropping the socket", silent)
-                session.close_code = 1006
+            if session.frames != seen:
+                seen, quiet_since = session.frames, now
+            elif now - quiet_since > options.heartbeat_timeout:
+                log.warning(
+                    "no frame for %.1f s: dropping the socket", now - quiet_since
+                )
                 self.abort()
                 return
             stamp = int(time.time() * 1000)
@@ -488,9 +491,8 @@ class ConnectionManager:
             if quality is not None:
                 self._delegate.quality_changed(quality)
             self._delegate.heartbeat(now)
-            frame = self._delegate.make_frame("ping", {"timestamp": stamp})
             with contextlib.suppress(ConnectionClosed):
-                await session.ws.send(frame)
+                await ws.send(self._delegate.make_frame("ping", {"timestamp": stamp}))
 
     # -- state -------------------------------------------------------------------------
 

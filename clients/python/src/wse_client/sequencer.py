@@ -104,7 +104,9 @@ class EventSequencer:
         order = self._id_order
         order.append((now, message_id))
         self._ids.add(message_id)
-        if len(order) > self.dedup_size or order[0][0] < now - self.dedup_age:
+        if len(order) > self.dedup_size:
+            self._ids.discard(order.popleft()[1])
+        if order[0][0] < now - self.dedup_age:
             self._evict(now)
         return False
 
@@ -298,7 +300,8 @@ class EventSequencer:
         return released
 
     def _evict(self, now: float) -> None:
+        """Forgets ids older than `dedup_age`."""
         order, ids = self._id_order, self._ids
         horizon = now - self.dedup_age
-        while order and (len(order) > self.dedup_size or order[0][0] < horizon):
+        while order and order[0][0] < horizon:
             ids.discard(order.popleft()[1])
