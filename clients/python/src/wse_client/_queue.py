@@ -50,11 +50,12 @@ class EventQueue:
                 getter.set_result(None)
         if len(items) < self.maxsize:
             return False
-        if self.drop_oldest:
+        if not self.drop_oldest:
+            return True
+        if len(items) > self.maxsize:
             items.popleft()
             self.dropped += 1
-            return False
-        return True
+        return False
 
     async def wait_for_space(self) -> None:
         """Returns once the queue is below `maxsize`, or closed."""
