@@ -6,7 +6,8 @@ event takes. Two policies when it holds `maxsize` events:
 - "block" (the default): `put` still appends and reports that the queue is full; the
   reader then stops reading the socket until a consumer makes room, so TCP pushes back
   to the server (whose own slow-consumer policy applies, PROTOCOL.md §10). Nothing is
-  dropped in the client. A frame that carries a batch may overshoot by its size.
+  dropped in the client. The messages of the socket read in progress are still
+  queued, so the queue may overshoot by one read (asyncio reads at most 256 KiB).
 - "drop_oldest": the oldest event is discarded and counted in `dropped`.
 """
 
