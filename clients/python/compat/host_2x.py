@@ -48,7 +48,8 @@ class Host:
 
     def ready(self, conn_id: str, user_id: str | None) -> None:
         features = {"recovery": True, "encryption": True, "msgpack": True}
-        details = {"connection_id": conn_id, "user_id": user_id, "version": 1}
+        details: dict[str, Any] = {"connection_id": conn_id, "user_id": user_id}
+        details["version"] = 1
         payload = {"message": "Connection established", "details": details}
         details["features"] = features
         self.server.send_event(conn_id, {"t": "server_ready", "p": payload})
@@ -71,8 +72,8 @@ class Host:
         topics = [t for t in body.get("topics", []) if isinstance(t, str)]
         if body.get("action") == "unsubscribe":
             self.server.unsubscribe_connection(conn_id, topics)
-            answer = {"action": "unsubscribe", "success_topics": topics}
-            self.reply(conn_id, "subscription_update", answer, cid)
+            done = {"action": "unsubscribe", "success_topics": topics}
+            self.reply(conn_id, "subscription_update", done, cid)
             return
         positions = body.get("recovery") or {}
         recovery: dict[str, Any] = {}
@@ -85,7 +86,7 @@ class Host:
                 recovery[topic] = status["topics"][topic]
             else:
                 self.server.subscribe_with_recovery(conn_id, [topic], False, None, None)
-        answer = {
+        answer: dict[str, Any] = {
             "action": "subscribe",
             "success_topics": topics,
             "failed_topics": [],

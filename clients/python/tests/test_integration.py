@@ -8,7 +8,14 @@ import time
 from typing import Any
 
 import pytest
-from conftest import JWT_SECRET, Server, hs256_token, open_publisher, publish, start_server
+from conftest import (
+    JWT_SECRET,
+    Server,
+    hs256_token,
+    open_publisher,
+    publish,
+    start_server,
+)
 
 from wse_client import (
     AsyncWSEClient,
@@ -230,7 +237,7 @@ def test_msgpack_mode(server: Server) -> None:
             publisher = await open_publisher(server.url)
             for n in range(3):
                 await publish(publisher, "mp", {"n": n, "f": 1.5, "ok": True})
-            got = []
+            got: list[dict[str, Any]] = []
             while len(got) < 3:
                 event = await client.recv(timeout=5)
                 if event.topic == "mp" and event.payload["n"] >= 0:

@@ -9,8 +9,12 @@ from collections import Counter
 import pytest
 
 from wse_client._queue import EventQueue
-from wse_client.errors import WSECircuitOpenError, WSEClosedError, WSEError
-from wse_client.errors import WSETimeoutError
+from wse_client.errors import (
+    WSECircuitOpenError,
+    WSEClosedError,
+    WSEError,
+    WSETimeoutError,
+)
 from wse_client.monitor import NetworkMonitor, QualityThresholds
 from wse_client.pool import ConnectionPool, PoolStrategy
 from wse_client.ratelimit import TokenBucket
@@ -18,7 +22,7 @@ from wse_client.types import ConnectionQuality, RateLimit, WSEEvent
 
 A, B, C = "ws://a/wse", "ws://b/wse", "ws://c/wse"
 
-# -- pool -----------------------------------------------------------------------------
+# -- pool ------------------------------------------------------------------------------
 
 
 def test_round_robin_takes_turns_and_skips_open_breakers() -> None:
@@ -87,7 +91,7 @@ def test_pool_needs_distinct_endpoints(endpoints: list[str]) -> None:
         ConnectionPool(endpoints)
 
 
-# -- rate limiter ------------------------------------------------------------------------
+# -- rate limiter ----------------------------------------------------------------------
 
 
 def test_token_bucket_allows_bursts_then_refills() -> None:
@@ -112,7 +116,7 @@ def test_rate_limit_options_are_checked(options: dict[str, object]) -> None:
         RateLimit(**values)  # type: ignore[arg-type]
 
 
-# -- monitor ------------------------------------------------------------------------------
+# -- monitor ---------------------------------------------------------------------------
 
 
 def test_quality_from_latency_jitter_and_loss() -> None:
@@ -156,7 +160,7 @@ def test_custom_thresholds() -> None:
         NetworkMonitor(window=1)
 
 
-# -- event queue --------------------------------------------------------------------------
+# -- event queue -----------------------------------------------------------------------
 
 
 def event(n: int) -> WSEEvent:

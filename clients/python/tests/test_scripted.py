@@ -53,14 +53,16 @@ async def handshake(ws: ServerConnection, seq: list[int] | None = None) -> None:
 
 
 async def answer(ws: ServerConnection, request: dict[str, Any], **extra: Any) -> None:
-    body = {"action": "subscribe", "success_topics": request["p"]["topics"]}
+    body: dict[str, Any] = {"action": "subscribe"}
+    body["success_topics"] = request["p"]["topics"]
     body |= {"failed_topics": [], "recovery": {}, **extra}
     reply = {"t": "subscription_update", "p": body, "cid": request.get("cid")}
     await ws.send(json.dumps(reply))
 
 
 def publication(topic: str, offset: int, epoch: str = "e0000001") -> str:
-    envelope = {"t": topic, "p": {"n": offset}, "id": f"{epoch}-{offset}"}
+    envelope: dict[str, Any] = {"t": topic, "p": {"n": offset}}
+    envelope["id"] = f"{epoch}-{offset}"
     envelope |= {"tp": topic, "e": epoch, "o": offset}
     return json.dumps(envelope)
 

@@ -9,8 +9,14 @@ from wse_client.types import TopicRecovery, WSEEvent
 
 
 def pub(offset: int, topic: str = "t", epoch: str = "e1") -> WSEEvent:
-    return WSEEvent(topic, {"o": offset}, id=f"{topic}-{epoch}-{offset}", topic=topic,
-                    epoch=epoch, offset=offset)
+    return WSEEvent(
+        topic,
+        {"o": offset},
+        id=f"{topic}-{epoch}-{offset}",
+        topic=topic,
+        epoch=epoch,
+        offset=offset,
+    )
 
 
 def delivered(seq: EventSequencer, event: WSEEvent, now: float = 0.0) -> list[int]:
