@@ -215,10 +215,16 @@ def test_legacy_prefixes_are_stripped(prefix: str) -> None:
     assert Codec().decode(prefix + '{"t":"a"}') == {"t": "a"}
 
 
-@pytest.mark.parametrize("text", ["not json", "[1,2]", '"s"', "X{}"])
+@pytest.mark.parametrize(
+    "text", ["not json", "[1,2]", '"s"', "X{}", '{"a":}', '{"t":1} x', "{"]
+)
 def test_text_that_is_not_an_object_raises(text: str) -> None:
     with pytest.raises(WSEProtocolError):
         Codec().decode(text)
+
+
+def test_trailing_whitespace_is_fine() -> None:
+    assert Codec().decode('{"t":1} \n') == {"t": 1}
 
 
 def test_envelope_to_event_reads_every_field() -> None:

@@ -445,8 +445,6 @@ class AsyncWSEClient:
             self._stats["decode_errors"] += 1
             log.warning("dropped an undecodable frame: %s", exc)
             return False
-        if envelope.get("t") == "batch":
-            return self._batch(envelope)
         return self._envelope_received(envelope)
 
     async def wait_for_space(self) -> None:
@@ -514,8 +512,8 @@ class AsyncWSEClient:
 
     # -- inbound helpers ---------------------------------------------------------------
 
-    def _batch(self, envelope: dict[str, Any]) -> bool:
-        payload = envelope.get("p")
+    def _on_batch(self, event: WSEEvent) -> bool:
+        payload = event.payload
         messages = payload.get("messages") if isinstance(payload, dict) else None
         if not isinstance(messages, list):
             self._stats["decode_errors"] += 1
@@ -842,6 +840,7 @@ _SYSTEM_HANDLERS: dict[str, Callable[[AsyncWSEClient, WSEEvent], bool]] = {
     "pong": AsyncWSEClient._on_pong,
     "subscription_update": AsyncWSEClient._on_subscription_update,
     "error": AsyncWSEClient._on_error,
+    "batch": AsyncWSEClient._on_batch,
 }
 
 

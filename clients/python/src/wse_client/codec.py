@@ -16,6 +16,7 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from .crypto import E2ESession, Signer
@@ -198,7 +199,16 @@ class MessageIds:
 
 def _json_object(text: str | bytes) -> Envelope:
     try:
-        value = _loads(text) if type(text) is str else json.loads(text)
+        if type(text) is str:
+            # The C scanner without `json.loads`' wrappers; a value that does not
+            # end the text (trailing spaces, or garbage) takes the full path.
+            value, end = _scan(text, 0)
+            if end != len(text):
+                value = json.loads(text)
+        else:
+            value = json.loads(text)
+    except StopIteration:
+        raise WSEProtocolError("message is not JSON") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise WSEProtocolError(f"message is not JSON: {exc}") from exc
     if type(value) is not dict:
@@ -240,7 +250,8 @@ SYSTEM_TYPES = frozenset(
     }
 )
 _MISSING = object()
-_loads = json.JSONDecoder().decode
+# `scan_once` is set on every JSONDecoder (the C scanner) but missing from typeshed.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _second_text: tuple[int, str] = (-1, "")
 _PING_HEAD = '{"c":"WSE","t":"ping"'
