@@ -219,6 +219,7 @@ async def driver(args: argparse.Namespace) -> None:
 
 def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
     print(f"\nclient bench: {args.count} publications per round, {args.rounds} rounds")
+    print(f"command: {' '.join(sys.argv)}")
     print(f"{'client':<20} {'recv events/s':>14} {'send msgs/s':>12}")
     medians: dict[str, float] = {}
     for name, results in rows.items():
@@ -234,7 +235,15 @@ def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> N
                 f" the server received {r['server_counted']:,}"
             )
     ratio = medians["ours"] / medians["wse-client 2.5.1"]
-    print(f"receive ratio, ours / wse-client 2.5.1: {ratio:.2f}x")
+    pairs = [
+        (a["received"] / a["receive_s"]) / (b["received"] / b["receive_s"])
+        for a, b in zip(rows["ours"], rows["wse-client 2.5.1"], strict=True)
+    ]
+    print(
+        f"receive ratio, ours / wse-client 2.5.1: {ratio:.2f}x of the medians;"
+        f" round by round (each pair ran back to back): "
+        + ", ".join(f"{p:.2f}x" for p in pairs)
+    )
     info = versions(args.peer_python)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores,"
@@ -251,7 +260,7 @@ def main() -> None:
     run.add_argument("--server", default=os.environ.get("WSE_SERVER", ""))
     run.add_argument("--peer-python", default=str(ROOT / ".venv" / "bin" / "python"))
     run.add_argument("--count", type=int, default=50_000)
-    run.add_argument("--rounds", type=int, default=3)
+    run.add_argument("--rounds", type=int, default=5)
     run.add_argument("--send-seconds", type=float, default=2.0)
     kid = sub.add_parser("child", help=argparse.SUPPRESS)
     kid.add_argument("impl")
