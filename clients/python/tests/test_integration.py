@@ -218,6 +218,38 @@ def test_end_to_end_encryption_round_trip(server: Server) -> None:
     asyncio.run(scenario())
 
 
+def test_signatures_follow_the_e2e_key_once_agreed(servers: list[Server]) -> None:
+    """PROTOCOL.md §6: the server signs JSON text frames under the shared secret on a
+    plain connection and under the E2E key on an encrypted one; both verify here."""
+    secret = "python-client-signing-secret-0123456789"
+    flags = (
+        "--signing-secret",
+        secret,
+        "--sign-outbound",
+        "*",
+        "--allow-client-publish",
+    )
+    signing = start_server(servers, *flags)
+
+    async def scenario() -> None:
+        key = secret.encode()
+        async with (
+            connect(signing.url, signing_secret=key, topics=["s"]) as plain,
+            connect(signing.url, signing_secret=key, encryption=True) as sealed,
+        ):
+            assert sealed.encrypted and not plain.encrypted
+            await wait_until_live(plain, signing.url, "s")
+            await sealed.publish("s", {"n": 6})
+            assert await numbers(plain, "s", 1) == [6]
+            await sealed.send("ping", {"timestamp": 1})
+            await asyncio.sleep(0.3)
+            for client in (plain, sealed):
+                assert client.get_stats()["server_errors"] == 0
+                assert client.get_stats()["bad_signatures"] == 0
+
+    asyncio.run(scenario())
+
+
 def test_encryption_refused_by_the_server_is_an_error(servers: list[Server]) -> None:
     refusing = start_server(servers, "--disable-encryption")
 

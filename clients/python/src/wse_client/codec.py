@@ -88,11 +88,22 @@ class Codec:
         if not text.startswith("{"):
             text = _strip_legacy_prefix(text)
         if self.verify_signatures and ',"sig":' in text:
-            assert self.signer is not None
-            if not self.signer.verify(text):
+            signer = self._verifier(text)
+            if signer is not None and not signer.verify(text):
                 self.bad_signatures += 1
                 raise WSEProtocolError("message signature does not verify")
         return _json_object(text)
+
+    def _verifier(self, text: str) -> Signer | None:
+        """The key a text frame's `sig` is checked under (PROTOCOL.md §6): the E2E
+        session's signing key once encryption is agreed, else the shared secret.
+        `server_hello` is signed under the E2E key it lets the client derive, so it
+        is not checked itself (`None`)."""
+        if self.session is not None:
+            return Signer(self.session.signing_key)
+        if text.startswith('{"c":"WSE","t":"server_hello"'):
+            return None
+        return self.signer
 
     def _decode_binary(self, data: bytes) -> Envelope:
         head = data[:2]
