@@ -94,8 +94,20 @@ drainbench: ## events per second through the application's drain (engine in-proc
 	cargo build --release -p wse-bench --bin drainbench
 	$(TARGET_DIR)/release/drainbench
 
+.PHONY: bench-venv
+bench-venv: ## create .venv-bench, CPython 3.12 with the Python peers of loadbench (wse-server 2.5.1)
+	scripts/setup-bench-venv.sh
+
+.PHONY: bench-quick
+bench-quick: deps bench-venv ## side-by-side smoke of every loadbench scenario (~2 min; checks no loss, not speed)
+	scripts/loadbench.sh quick
+
+.PHONY: bench-full
+bench-full: deps bench-venv ## the side-by-side figures of bench/README.md (~25 min; tunes and restores sysctls)
+	scripts/loadbench.sh full
+
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance bench-quick ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

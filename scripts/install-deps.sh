@@ -5,10 +5,11 @@
 #   .venv for the Python test tools (scripts/setup-venv.sh): python3-venv
 #   the linker for cargo, and wsaccel's C build for wstest: gcc, libc6-dev
 #   `make lint-scripts`: shellcheck
+#   the text of loadbench's PNG charts (read at run time by ab_glyph): fonts-dejavu-core
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail
 
-packages=(python3-venv gcc libc6-dev shellcheck)
+packages=(python3-venv gcc libc6-dev shellcheck fonts-dejavu-core)
 optional=(websocat)
 
 main() {

@@ -43,6 +43,7 @@ def main() -> None:
     if enable is not None:
         enable()
     server.start()
+    wait_until_listening(port)
     print(f"drain-host listening on 127.0.0.1:{port}", flush=True)
     done = threading.Event()
     threading.Thread(target=wait_for_stdin, args=(done,), daemon=True).start()
@@ -84,6 +85,9 @@ class Host:
                 "disorder": self.disorder,
                 "span_ns": self.last - self.first,
             }
+            dropped = getattr(self.server, "inbound_dropped_count", None)
+            if dropped is not None:
+                stats["dropped"] = dropped()
             self.server.send(conn_id, envelope("bench_stats", stats))
         else:
             self.count(conn_id, payload.get("n") if isinstance(payload, dict) else None)
@@ -103,6 +107,19 @@ class Host:
 def envelope(kind: str, payload: dict) -> str:
     """A system message as the engine's own start: ``{"c":"WSE","t":...``."""
     return json.dumps({"c": "WSE", "t": kind, "p": payload}, separators=(",", ":"))
+
+
+def wait_until_listening(port: int, deadline: float = 10.0) -> None:
+    """``start()`` may return before the engine listens: wait (bounded) until it does."""
+    until = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > until:
+                raise
+            time.sleep(0.02)
 
 
 def free_port() -> int:

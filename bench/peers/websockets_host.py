@@ -5,7 +5,8 @@ WSE protocol the load client needs: the upgrade must carry ``Authorization: Bear
 an HS256 JWT signed with ``--secret`` (else HTTP 401); then ``server_ready``;
 ``subscription_update`` subscribes and is answered; ``publish`` numbers the topic's next
 offset and sends ``{c, t, p, v, tp, e, o}`` (encoded once) with ``websockets.broadcast``;
-``ping`` gets ``PONG``; any other message (JSON text or ``M:`` msgpack) is counted as
+``ping`` gets ``PONG``; any other message (JSON text, or msgpack bare or after ``M:``) is
+counted as
 handed to the application, its ``p.n`` checked to follow the connection's previous one;
 ``bench_stats`` answers the count. It listens with ``SO_REUSEPORT`` so several processes
 can share a port, prints ``websockets-host listening on HOST:PORT`` and runs until stdin
@@ -85,7 +86,7 @@ class Host:
         try:
             async for raw in ws:
                 if isinstance(raw, bytes):
-                    data = msgpack.unpackb(raw[2:]) if raw[:2] == b"M:" else None
+                    data = msgpack.unpackb(raw[2:] if raw[:2] == b"M:" else raw)
                 else:
                     data = json.loads(raw)
                 if not isinstance(data, dict):

@@ -11,7 +11,7 @@
 //! - `subscription_update` subscribes and is answered; `publish` stamps the topic's next
 //!   offset and sends `{c, t, p, tp, e, o}` to every subscriber (encoded once); `ping` is
 //!   answered with `PONG`;
-//! - any other message, JSON text or `M:` msgpack, counts as handed to the application
+//! - any other message, JSON text or msgpack binary, counts as handed to the application
 //!   (decoded, its `p.n` checked to follow the connection's previous one), and
 //!   `bench_stats` answers the count.
 //!
@@ -302,9 +302,10 @@ fn publish(state: &State, topic: &str, data: &str) {
     }
 }
 
-/// `p.n` of an `M:` msgpack message, decoded whole as the application would see it.
+/// `p.n` of a msgpack message (bare, or after `M:`), decoded whole as the application
+/// would see it.
 fn msgpack_n(bytes: &[u8]) -> Option<u64> {
-    let mut body = bytes.strip_prefix(b"M:")?;
+    let mut body = bytes.strip_prefix(b"M:").unwrap_or(bytes);
     let value = rmpv::decode::read_value(&mut body).ok()?;
     let field = |value: &rmpv::Value, key: &str| {
         let map = value.as_map()?;

@@ -111,8 +111,10 @@ fn log_panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_label_formatter(&|x| short(*x))
-        .y_label_formatter(&|y| short(*y))
+        .light_line_style(WHITE)
+        .bold_line_style(BLACK.mix(0.12))
+        .x_label_formatter(&|x| log_label(*x))
+        .y_label_formatter(&|y| log_label(*y))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
@@ -143,6 +145,18 @@ fn padded(values: &[f64], factor: f64) -> Range<f64> {
     let low = values.iter().copied().fold(f64::INFINITY, f64::min);
     let high = values.iter().copied().fold(0.0, f64::max);
     (low / factor)..(high * factor)
+}
+
+/// A log axis label: only 1, 2 and 5 times a power of ten are written, so labels do not
+/// run into each other.
+fn log_label(x: f64) -> String {
+    let mantissa = x / 10f64.powf(x.log10().floor());
+    let round = (mantissa - mantissa.round()).abs() < 0.01;
+    if round && matches!(mantissa.round() as u32, 1 | 2 | 5) {
+        short(x)
+    } else {
+        String::new()
+    }
 }
 
 /// `1.5M`, `20k`, `512`, `0.25`.
