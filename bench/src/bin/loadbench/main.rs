@@ -379,4 +379,4 @@ const TABLES: [(&str, &str, Better); 6] = [
 /// Threads reading the fan-out subscribers.
 const READER_THREADS: usize = 2;
 /// Upgrades in flight per holder.
-const HOLD_WINDOW: usize = 32;
+const HOLD_WINDOW: usize = 256;
