@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use nix::poll::{poll, PollFd, PollFlags};
-use std::os::fd::AsFd;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use crate::host;
 use crate::ws::{self, Client, Dial, Keys, TEXT};
@@ -304,44 +303,42 @@ struct Shared {
     stop: Arc<AtomicBool>,
 }
 
-/// Polls this thread's sockets and parses what arrives, until `stop`.
+/// Waits on this thread's sockets (one epoll set, so a wake-up costs what is ready, not
+/// what is open) and parses what arrives, until `stop`.
 fn read_loop(mut subs: Vec<Sub>, shared: &Shared) {
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut ready = Vec::new();
     // Bytes read during the upgrade may already hold the subscription answer.
     for sub in &mut subs {
         parse_frames(sub, shared);
     }
+    let Ok(epoll) = Epoll::new(EpollCreateFlags::empty()) else { return };
+    for (slot, sub) in subs.iter().enumerate() {
+        let _ = epoll.add(&sub.stream, EpollEvent::new(EpollFlags::EPOLLIN, slot as u64));
+    }
+    let mut events = vec![EpollEvent::empty(); EVENTS];
     while !shared.stop.load(Ordering::Relaxed) {
-        ready.clear();
-        {
-            let live: Vec<usize> = (0..subs.len())
-                .filter(|&i| !shared.stalled[subs[i].index].load(Ordering::Relaxed))
-                .collect();
-            let mut fds: Vec<PollFd<'_>> = live
-                .iter()
-                .map(|&i| PollFd::new(subs[i].stream.as_fd(), PollFlags::POLLIN))
-                .collect();
-            if poll(&mut fds, 50u16).is_err() {
+        let Ok(ready) = epoll.wait(&mut events, 50u16) else { continue };
+        for event in &events[..ready] {
+            let Ok(slot) = usize::try_from(event.data()) else { continue };
+            let Some(sub) = subs.get_mut(slot) else { continue };
+            if shared.stalled[sub.index].load(Ordering::Relaxed) {
+                // No longer read: its socket fills, then the server's queue for it.
+                let _ = epoll.delete(&sub.stream);
                 continue;
             }
-            for (k, fd) in fds.iter().enumerate() {
-                if fd.revents().is_some_and(|r| !r.is_empty()) {
-                    ready.push(live[k]);
-                }
-            }
-        }
-        for &i in &ready {
-            let sub = &mut subs[i];
-            loop {
+            let open = loop {
                 match sub.stream.read(&mut chunk) {
-                    Ok(0) => break,
+                    Ok(0) => break false,
                     Ok(n) => sub.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break true,
+                    Err(_) => break false,
                 }
-            }
+            };
             parse_frames(sub, shared);
+            if !open {
+                // Closed by the server: stop waiting on it (its missing offsets count).
+                let _ = epoll.delete(&sub.stream);
+            }
         }
     }
 }
@@ -447,6 +444,8 @@ fn number_after(text: &[u8], key: &[u8], last: bool) -> Option<u64> {
     any.then_some(n)
 }
 
+/// Ready sockets taken from epoll per wait.
+const EVENTS: usize = 1024;
 /// The process clock's origin for [`now_ns`].
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Largest latency the histograms hold, µs (a minute); larger values are clamped.

@@ -60,6 +60,10 @@ struct Args {
     /// CPython 3.12 with wse-server 2.5.x, websockets and msgpack (`make bench-venv`).
     #[arg(long, default_value = ".venv-bench/bin/python")]
     python: PathBuf,
+    /// A Python whose `wse_server` package is ours (py/): ours is then drained from Python
+    /// in the inbound scenario, like the product we replace [default: a Rust drain].
+    #[arg(long)]
+    wse_python: Option<PathBuf>,
     /// The peers' Python scripts.
     #[arg(long, default_value = "bench/peers")]
     peers_dir: PathBuf,
@@ -168,6 +172,7 @@ fn run(args: &Args, timeout: Duration) -> Result<bool, String> {
         wse_server: args.wse_server.clone(),
         bin_dir,
         python: args.python.clone(),
+        wse_python: args.wse_python.clone(),
         peers_dir: args.peers_dir.clone(),
         server_cores: server_cores.clone(),
         secret: args.secret.clone(),

@@ -2,8 +2,9 @@
 //!
 //! Every server runs as its own process under `taskset -c SERVER_CORES`, listens on
 //! loopback, checks the same HS256 JWT, and prints `NAME listening on ADDR`. Ours is the
-//! `wse-server` binary (and, for the inbound scenario, `wse-drain-host`, our engine with an
-//! application thread draining it, until the Python package lands); the product we replace
+//! `wse-server` binary (and, for the inbound scenario, our `wse_server` Python package under
+//! `drain_host.py` when `--wse-python` names an interpreter that has it, else
+//! `wse-drain-host`, our engine drained by a Rust application thread); the product we replace
 //! runs under CPython 3.12 through `bench/peers/drain_host.py`; the two baselines are
 //! `tokio-peer` (in this crate) and `bench/peers/websockets_host.py`.
 
@@ -45,6 +46,10 @@ pub(crate) struct Setup {
     pub(crate) bin_dir: PathBuf,
     /// CPython 3.12 with `wse-server` 2.5.x, `websockets` and `msgpack`.
     pub(crate) python: PathBuf,
+    /// A Python whose `wse_server` is ours (the py/ package): ours is then drained from
+    /// Python through `drain_host.py` like the product we replace. `None`: through
+    /// `wse-drain-host`, in Rust.
+    pub(crate) wse_python: Option<PathBuf>,
     /// `bench/peers`.
     pub(crate) peers_dir: PathBuf,
     /// The cores every server is pinned to (`taskset -c`).
@@ -128,7 +133,13 @@ impl Setup {
         let python = self.python.display().to_string();
         match (peer, role) {
             (Peer::Wse, Role::Plain) => (self.wse_server.display().to_string(), self.wse_args(&port, &max)),
+            (Peer::Wse, Role::Inbound) if self.wse_python.is_some() => {
+                let ours = self.wse_python.as_ref().map(|p| p.display().to_string());
+                (ours.unwrap_or_default(), common(&[&script("drain_host.py")]))
+            }
             (Peer::Wse, Role::Inbound) => {
+                // TODO(#5): drain ours from Python (`--wse-python`) once the wse_server
+                // package is on main; until then the inbound row of ours is a Rust drain.
                 let host = self.bin_dir.join("wse-drain-host").display().to_string();
                 let mut args = common(&[]);
                 args.extend(["--cores".into(), self.server_cores.clone()]);
@@ -188,6 +199,11 @@ impl Setup {
             }
             Peer::Websockets => pip_version("websockets"),
         }
+    }
+
+    /// Whether the inbound row of ours is drained in Rust instead of Python.
+    pub(crate) fn provisional_drain(&self) -> bool {
+        self.wse_python.is_none()
     }
 
     /// Why `peer` cannot run here, if it cannot.

@@ -147,6 +147,10 @@ fn ramp(
         }
         let took = started.elapsed().as_secs_f64();
         holders.extend(launched);
+        if opened == 0 {
+            eprintln!("loadbench: scale {}: no connection opened past {open}", peer.key());
+            break;
+        }
         open += opened;
         std::thread::sleep(Duration::from_secs_f64(plan.idle_seconds));
         let rss = rss_kib(&servers);

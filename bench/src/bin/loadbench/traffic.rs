@@ -140,7 +140,7 @@ fn inbound_one(
     }
 
     // Then ask the application what it got, until it has everything or stops counting.
-    let stats = wait_for_count(&mut control, sent, Duration::from_secs(30));
+    let stats = wait_for_count(&mut control, sent, Duration::from_secs(5));
     drop(held);
     Ctx::stop(server);
     let stats = stats?;
@@ -154,6 +154,9 @@ fn inbound_one(
     ];
     let note = match stats.dropped {
         Some(dropped) if dropped > 0 => format!("its engine dropped {dropped} (inbound queue full)"),
+        _ if peer == Peer::Wse && ctx.setup.provisional_drain() => {
+            "provisional: drained in Rust (wse-drain-host) until the Python package lands".into()
+        }
         _ => String::new(),
     };
     Ok((metrics, lost, note))
