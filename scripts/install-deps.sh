@@ -5,11 +5,14 @@
 #   .venv for the Python test tools (scripts/setup-venv.sh): python3-venv
 #   the linker for cargo, and wsaccel's C build for wstest: gcc, libc6-dev
 #   `make lint-scripts`: shellcheck
-#   the text of loadbench's PNG charts (read at run time by ab_glyph): fonts-dejavu-core
+#   the TypeScript client's browser test and demo screenshot (headless, through
+#   playwright-core; no browser download): chromium, and fonts-dejavu-core for page text
+#   (also the text of loadbench's PNG charts, read at run time by ab_glyph)
+#   (Node 20 and npm come with the machine image; the tsclient targets check the version.)
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail
 
-packages=(python3-venv gcc libc6-dev shellcheck fonts-dejavu-core)
+packages=(python3-venv gcc libc6-dev shellcheck chromium fonts-dejavu-core)
 optional=(websocat)
 
 main() {

@@ -50,6 +50,24 @@ scripts/setup-bench-venv.sh
 mkdir -p "$out"
 rm -f "$out"/*.log
 
+# Ours drained from Python: our wheel (make py-build) under CPython 3.12 in the venv that
+# scripts/py-bench.sh uses too, the interpreter of the product we replace. Without a wheel
+# the inbound row of ours is a Rust drain, labelled provisional.
+ours_python=()
+shopt -s nullglob
+wheels=("$target"/wheels/wse_server-*.whl)
+if ((${#wheels[@]} == 1)); then
+  ours=.venv/bench-ours
+  [[ -x "$ours/bin/python" ]] || "$(readlink -f .venv-bench/bin/python)" -m venv "$ours"
+  "$ours/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall \
+    --no-deps "${wheels[0]}"
+  "$ours/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "$(grep -E '^orjson==' scripts/requirements-dev.txt)"
+  ours_python=(--wse-python "$ours/bin/python")
+else
+  echo "loadbench.sh: no wheel in $target/wheels (make py-build): ours drains in Rust"
+fi
+
 if [[ "$preset" == full ]]; then
   state="$out/tuning.saved"
   scripts/bench-tune.sh apply "$state"
@@ -60,7 +78,7 @@ fi
 echo "loadbench.sh: $(uptime)"
 status=0
 "$target/release/loadbench" --preset "$preset" --wse-server "$target/release/wse-server" \
-  --python .venv-bench/bin/python --out "$out" "$@" || status=$?
+  --python .venv-bench/bin/python "${ours_python[@]}" --out "$out" "$@" || status=$?
 echo "loadbench.sh: $(uptime)"
 
 if [[ "$preset" == full && "$status" -ne 2 ]]; then
