@@ -7,7 +7,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 venv=.venv-bench
 requirements=scripts/requirements-bench.txt
-stamp="$venv/.requirements.sha256"
 
 find_python() {
   if [[ -n "${PYTHON312:-}" ]]; then
@@ -28,19 +27,5 @@ find_python() {
   fi
 }
 
-if [[ -x "$venv/bin/python" ]] &&
-  ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-  echo "setup-bench-venv: $venv is not Python 3.12, recreating it"
-  rm -rf "$venv"
-fi
-if [[ ! -x "$venv/bin/python" ]]; then
-  "$(find_python)" -m venv "$venv"
-fi
-
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-  exit 0
-fi
-echo "setup-bench-venv: installing $requirements into $venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-echo "$want" >"$stamp"
+VENV="$venv" REQUIREMENTS="$requirements" PYTHON="$(find_python)" PYTHON_VERSION=3.12 \
+  exec scripts/setup-venv.sh

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import threading
@@ -38,7 +39,13 @@ def main() -> None:
         "rate_limit_refill": 1e12,
         "idle_timeout": 600,
     }
-    server = RustWSEServer("127.0.0.1", port, **options)
+    try:
+        # Ours pins its shards itself: to the cores this process may use (taskset).
+        cores = sorted(os.sched_getaffinity(0))
+        server = RustWSEServer("127.0.0.1", port, cores=cores, **options)
+    except TypeError:
+        # 2.5.x takes no `cores` (its tokio runtime stays within the process's cores).
+        server = RustWSEServer("127.0.0.1", port, **options)
     enable = getattr(server, "enable_drain_mode", None)
     if enable is not None:
         enable()

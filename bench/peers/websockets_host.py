@@ -48,9 +48,13 @@ class Host:
 
     def process_request(self, connection: ServerConnection, request: Any) -> Any:
         header = request.headers.get("Authorization", "")
-        user = self.user(header[7:].strip()) if header[:7].lower() == "bearer " else None
+        user = (
+            self.user(header[7:].strip()) if header[:7].lower() == "bearer " else None
+        )
         if user is None:
-            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
+            return connection.respond(
+                http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n"
+            )
         if self.connections >= self.max_connections:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "full\n")
         connection.user = user  # type: ignore[attr-defined]
@@ -109,8 +113,15 @@ class Host:
             offset = self.offsets.get(topic, 0)
             self.offsets[topic] = offset + 1
             text = json.dumps(
-                {"c": "U", "t": topic, "p": payload["data"], "v": 1, "tp": topic,
-                 "e": "00000001", "o": offset},
+                {
+                    "c": "U",
+                    "t": topic,
+                    "p": payload["data"],
+                    "v": 1,
+                    "tp": topic,
+                    "e": "00000001",
+                    "o": offset,
+                },
                 separators=(",", ":"),
             )
             websockets.broadcast(self.topics.get(topic, set()), text)
@@ -123,11 +134,17 @@ class Host:
             await ws.send(envelope("subscription_update", answer))
         elif kind == "ping":
             now = int(time.time() * 1000)
-            pong = {"client_timestamp": payload.get("timestamp"), "server_timestamp": now}
+            pong = {
+                "client_timestamp": payload.get("timestamp"),
+                "server_timestamp": now,
+            }
             await ws.send(envelope("PONG", pong))
         elif kind == "bench_stats":
-            stats = {"msgs": self.messages, "disorder": self.disorder,
-                     "span_ns": self.last - self.first}
+            stats = {
+                "msgs": self.messages,
+                "disorder": self.disorder,
+                "span_ns": self.last - self.first,
+            }
             await ws.send(envelope("bench_stats", stats))
         else:
             n = payload.get("n") if isinstance(payload, dict) else None
@@ -143,7 +160,9 @@ class Host:
 
 
 def envelope(kind: str, payload: dict) -> str:
-    return json.dumps({"c": "WSE", "t": kind, "p": payload, "v": 1}, separators=(",", ":"))
+    return json.dumps(
+        {"c": "WSE", "t": kind, "p": payload, "v": 1}, separators=(",", ":")
+    )
 
 
 def b64url(raw: bytes) -> str:

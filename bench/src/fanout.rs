@@ -189,7 +189,12 @@ impl Readers {
 
 impl Publisher {
     /// Opens the publishing connection and reads its first frame (`server_ready`).
-    pub fn open(dial: &Dial, topic: &str, payload: usize, timeout: Duration) -> Result<Self, String> {
+    pub fn open(
+        dial: &Dial,
+        topic: &str,
+        payload: usize,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let mut keys = Keys::new().map_err(|e| e.to_string())?;
         let handshake = ws::Handshake::dial(dial, 0, &mut keys, timeout);
         let mut client = handshake.and_then(ws::Handshake::finish).map_err(|e| e.to_string())?;
@@ -427,7 +432,8 @@ fn json_stamp(text: &[u8]) -> Option<Stamp> {
 /// Whether `text` is the engine's `subscription_update` answer, with or without spaces.
 fn is_subscription_answer(text: &[u8]) -> bool {
     let head = &text[..text.len().min(64)];
-    head.windows(SUBSCRIPTION.len()).any(|w| w == SUBSCRIPTION) && head.starts_with(b"{\"c\":\"WSE\"")
+    head.windows(SUBSCRIPTION.len()).any(|w| w == SUBSCRIPTION)
+        && head.starts_with(b"{\"c\":\"WSE\"")
 }
 
 /// The unsigned integer right after the first (or, with `last`, the last) `key` in `text`.
@@ -459,8 +465,15 @@ mod tests {
 
     #[test]
     fn reads_offsets_and_send_times_of_every_peer_layout() {
-        let ours = br#"{"c":"U","t":"bench","p":{"n":3,"sent":977,"pad":"x"},"v":1,"tp":"bench","e":"0a","o":3}"#;
-        let legacy = br#"{"tp":"bench","e":"ce","o":7,"c":"U","t": "bench", "p": {"n": 7, "sent": 12, "pad": "x"}}"#;
+        let ours = concat!(
+            r#"{"c":"U","t":"bench","p":{"n":3,"sent":977,"pad":"x"},"#,
+            r#""v":1,"tp":"bench","e":"0a","o":3}"#
+        );
+        let legacy = concat!(
+            r#"{"tp":"bench","e":"ce","o":7,"c":"U","t": "bench", "#,
+            r#""p": {"n": 7, "sent": 12, "pad": "x"}}"#
+        );
+        let (ours, legacy) = (ours.as_bytes(), legacy.as_bytes());
         assert!(matches!(json_stamp(ours), Some(Stamp::Offset { offset: 3, sent: Some(977) })));
         assert!(matches!(json_stamp(legacy), Some(Stamp::Offset { offset: 7, sent: Some(12) })));
         let answer = br#"{"c":"WSE","t":"subscription_update","p":{"success_topics":["bench"]}}"#;

@@ -138,6 +138,8 @@ async fn serve(args: Args) -> std::io::Result<()> {
 async fn connection(state: &Arc<State>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut user = None;
+    // The callback's type is tungstenite's: its error is a whole HTTP response.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| match authorize(&state.key, request) {
         Some(sub) => {
             user = Some(sub);
@@ -209,9 +211,14 @@ async fn handle(
         "ping" => {
             let client = payload.and_then(|p| p.get("timestamp")).and_then(|t| t.as_i64());
             let now = unix_ms();
+            let client = client.unwrap_or(0);
             let text = format!(
-                r#"{{"c":"WSE","t":"PONG","p":{{"client_timestamp":{},"server_timestamp":{now}}},"v":1}}"#,
-                client.unwrap_or(0)
+                concat!(
+                    r#"{{"c":"WSE","t":"PONG","p":{{"client_timestamp":{client},"#,
+                    r#""server_timestamp":{now}}},"v":1}}"#
+                ),
+                client = client,
+                now = now
             );
             let _ = tx.send(Message::text(text)).await;
         }
@@ -224,7 +231,11 @@ async fn handle(
             subscribed.extend(names.iter().cloned());
             let list = sonic_rs::to_string(&names).unwrap_or_else(|_| "[]".to_owned());
             let text = format!(
-                r#"{{"c":"WSE","t":"subscription_update","p":{{"success_topics":{list},"failed_topics":[]}},"v":1}}"#
+                concat!(
+                    r#"{{"c":"WSE","t":"subscription_update","#,
+                    r#""p":{{"success_topics":{list},"failed_topics":[]}},"v":1}}"#
+                ),
+                list = list
             );
             let _ = tx.send(Message::text(text)).await;
         }
@@ -316,8 +327,14 @@ fn msgpack_n(bytes: &[u8]) -> Option<u64> {
 
 fn server_ready(id: u64, user: &str) -> String {
     format!(
-        r#"{{"c":"WSE","t":"server_ready","p":{{"message":"Connection established","details":{{"connection_id":"{id}","user_id":"{user}","server_time":{},"version":1,"features":{{}}}}}},"v":1,"seq":1}}"#,
-        unix_ms()
+        concat!(
+            r#"{{"c":"WSE","t":"server_ready","p":{{"message":"Connection established","#,
+            r#""details":{{"connection_id":"{id}","user_id":"{user}","server_time":{time},"#,
+            r#""version":1,"features":{{}}}}}},"v":1,"seq":1}}"#
+        ),
+        id = id,
+        user = user,
+        time = unix_ms()
     )
 }
 

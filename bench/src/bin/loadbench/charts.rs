@@ -13,11 +13,14 @@ use plotters::prelude::*;
 use crate::peers::Peer;
 use crate::rows::Row;
 
+/// A whole PNG, or a part of one.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
 /// Writes every chart the rows allow into `dir`; returns the files written.
 pub(crate) fn draw_all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     load_font()?;
     let mut written = Vec::new();
-    let mut chart = |name: &str, draw: &dyn Fn(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>| {
+    let mut chart = |name: &str, draw: &dyn Fn(&Area<'_>) -> Result<(), String>| {
         let path = dir.join(name);
         let root = BitMapBackend::new(&path, (1200, 520)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
@@ -29,7 +32,13 @@ pub(crate) fn draw_all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String>
     if has(rows, "fanout") {
         chart("fanout.png", &|root| {
             let series = series(rows, "fanout", "deliveries_per_s");
-            log_panel(root, "Fan-out: deliveries per second, one topic", "subscribers", "deliveries/s", &series)
+            log_panel(
+                root,
+                "Fan-out: deliveries per second, one topic",
+                "subscribers",
+                "deliveries/s",
+                &series,
+            )
         })?;
     }
     if has(rows, "fanout_latency") {
@@ -48,14 +57,21 @@ pub(crate) fn draw_all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String>
             let memory = series(rows, "scale", "bytes_per_conn");
             log_panel(&left, "Server memory per idle connection", "connections", "bytes", &memory)?;
             let accept = series(rows, "scale", "accept_per_s");
-            log_panel(&right, "Accept rate (JWT upgrade to server_ready)", "connections", "connections/s", &accept)
+            log_panel(
+                &right,
+                "Accept rate (JWT upgrade to server_ready)",
+                "connections",
+                "connections/s",
+                &accept,
+            )
         })?;
     }
     if has(rows, "inbound") {
         chart("inbound.png", &|root| {
             let (left, right) = root.split_horizontally(600);
             for (area, format) in [(&left, "json"), (&right, "msgpack")] {
-                let picked: Vec<Row> = rows.iter().filter(|r| r.param.ends_with(format)).cloned().collect();
+                let picked: Vec<Row> =
+                    rows.iter().filter(|r| r.param.ends_with(format)).cloned().collect();
                 let series = series(&picked, "inbound", "msgs_per_s");
                 let title = format!("Inbound to the application, {format}: messages/s");
                 log_panel(area, &title, "payload bytes", "messages/s", &series)?;
@@ -121,11 +137,9 @@ fn log_panel<DB: DrawingBackend>(
     for (peer, points) in series {
         let color = color(*peer);
         let line = LineSeries::new(points.iter().copied(), color.stroke_width(2));
-        chart
-            .draw_series(line)
-            .map_err(err)?
-            .label(peer.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        chart.draw_series(line).map_err(err)?.label(peer.label()).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+        });
         let dots = points.iter().map(|&p| Circle::new(p, 4, color.filled()));
         chart.draw_series(dots).map_err(err)?;
     }
@@ -167,7 +181,11 @@ fn short(x: f64) -> String {
         x if x >= 1e3 => (x / 1e3, "k"),
         x => (x, ""),
     };
-    let text = if value >= 10.0 || value.fract() == 0.0 { format!("{value:.0}") } else { format!("{value:.1}") };
+    let text = if value >= 10.0 || value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    };
     format!("{text}{unit}")
 }
 
@@ -207,7 +225,5 @@ const PERCENTILES: [(&str, &str); 3] = [
     ("p99_9_ms", "Publish to receive, p99.9"),
 ];
 /// Where the Debian font packages put DejaVu Sans.
-const FONTS: [&str; 2] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
+const FONTS: [&str; 2] =
+    ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf"];

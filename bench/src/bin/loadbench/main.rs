@@ -151,7 +151,11 @@ fn hold(args: &Args, addr: SocketAddr, timeout: Duration) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let dial = Dial { token: Some(token), sources: args.hold_source.into_iter().collect(), ..Dial::new(addr, "/wse") };
+    let dial = Dial {
+        token: Some(token),
+        sources: args.hold_source.into_iter().collect(),
+        ..Dial::new(addr, "/wse")
+    };
     let report = clients::hold(&dial, args.hold_count, HOLD_WINDOW, timeout);
     if report.failed == 0 {
         ExitCode::SUCCESS
@@ -197,7 +201,11 @@ fn run(args: &Args, timeout: Duration) -> Result<bool, String> {
     let mut rows: Vec<Row> = Vec::new();
     for &scenario in &args.scenarios {
         for &peer in &peers {
-            eprintln!("loadbench: {scenario:?} on {} ({:.0} s so far)", peer.key(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "loadbench: {scenario:?} on {} ({:.0} s so far)",
+                peer.key(),
+                started.elapsed().as_secs_f64()
+            );
             let new = match scenario {
                 Scenario::Latency => traffic::latency(&ctx, peer, &plan.latency),
                 Scenario::Inbound => traffic::inbound(&ctx, peer, &plan.inbound),
@@ -210,7 +218,13 @@ fn run(args: &Args, timeout: Duration) -> Result<bool, String> {
 
     for row in &rows {
         if row.metrics.is_empty() {
-            eprintln!("loadbench: {} {} {}: not measured: {}", row.scenario, row.peer.key(), row.param, row.note);
+            eprintln!(
+                "loadbench: {} {} {}: not measured: {}",
+                row.scenario,
+                row.peer.key(),
+                row.param,
+                row.note
+            );
             ok = false;
         }
         // Our loss fails the run; a peer's is its behaviour, reported in the tables.
@@ -239,7 +253,11 @@ fn plan(args: &Args) -> Plan {
     };
     Plan {
         inbound: InboundPlan {
-            sizes: if quick { vec![64, 16 * 1024] } else { vec![64, 256, 1024, 16 * 1024, 64 * 1024] },
+            sizes: if quick {
+                vec![64, 16 * 1024]
+            } else {
+                vec![64, 256, 1024, 16 * 1024, 64 * 1024]
+            },
             formats: vec![Format::Json, Format::Msgpack],
             connections: 4,
             seconds: if quick { 1.0 } else { 3.0 },
@@ -257,7 +275,11 @@ fn plan(args: &Args) -> Plan {
             pings: if quick { 500 } else { 10_000 },
         },
         scale: ScalePlan {
-            checkpoints: pick(&args.connections, &[2_000], &[10_000, 50_000, 100_000, 250_000, 500_000]),
+            checkpoints: pick(
+                &args.connections,
+                &[2_000],
+                &[10_000, 50_000, 100_000, 250_000, 500_000],
+            ),
             peer_cap: args.peer_connections.unwrap_or(if quick { 2_000 } else { 50_000 }),
             idle_seconds: if quick { 1.0 } else { 3.0 },
         },
@@ -270,12 +292,18 @@ fn placement(args: &Args) -> (String, Vec<usize>) {
     let cores: Vec<usize> =
         core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
     let half = (cores.len() / 2).max(1);
-    let (server, client) = if cores.len() < 2 { (&cores[..], &cores[..]) } else { cores.split_at(half) };
+    let (server, client) =
+        if cores.len() < 2 { (&cores[..], &cores[..]) } else { cores.split_at(half) };
     let server_cores = args.server_cores.clone().unwrap_or_else(|| {
         let list: Vec<String> = server.iter().map(ToString::to_string).collect();
-        if list.is_empty() { "0".to_owned() } else { list.join(",") }
+        if list.is_empty() {
+            "0".to_owned()
+        } else {
+            list.join(",")
+        }
     });
-    let client_cores = if args.client_cores.is_empty() { client.to_vec() } else { args.client_cores.clone() };
+    let client_cores =
+        if args.client_cores.is_empty() { client.to_vec() } else { args.client_cores.clone() };
     (server_cores, client_cores)
 }
 
@@ -308,7 +336,9 @@ fn facts(
 ) -> Facts {
     let total = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or_else(String::new, |kib| format!(", {} GiB", (kib + (1 << 19)) >> 20));
     let client: Vec<String> = client_cores.iter().map(ToString::to_string).collect();
     let load = host::command_line("cat", &["/proc/loadavg"]);
@@ -329,7 +359,12 @@ fn facts(
 }
 
 /// Writes `results.jsonl`, `results.md` and the charts; returns the Markdown.
-fn write_results(args: &Args, rows: &[Row], facts: &Facts, took: Duration) -> Result<String, String> {
+fn write_results(
+    args: &Args,
+    rows: &[Row],
+    facts: &Facts,
+    took: Duration,
+) -> Result<String, String> {
     let write = |name: &str, text: &str| {
         let path = args.out.join(name);
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
@@ -338,7 +373,15 @@ fn write_results(args: &Args, rows: &[Row], facts: &Facts, took: Duration) -> Re
     write("results.jsonl", &jsonl)?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "Run of {} ({:.0} s): {}; {}; {}.", facts.date, took.as_secs_f64(), facts.machine, facts.kernel, facts.rustc);
+    let _ = writeln!(
+        md,
+        "Run of {} ({:.0} s): {}; {}; {}.",
+        facts.date,
+        took.as_secs_f64(),
+        facts.machine,
+        facts.kernel,
+        facts.rustc
+    );
     let _ = writeln!(md, "{}.", facts.pinning);
     let _ = writeln!(md, "Command: `{}`.\n", facts.load_command);
     let _ = writeln!(md, "| server | version |\n|---|---|");
@@ -353,9 +396,10 @@ fn write_results(args: &Args, rows: &[Row], facts: &Facts, took: Duration) -> Re
         }
     }
     let _ = writeln!(md, "Server commands:\n");
-    let mut commands: Vec<(Peer, &str)> = rows.iter().map(|r| (r.peer, r.command.as_str())).filter(|(_, c)| !c.is_empty()).collect();
+    let mut commands: Vec<(Peer, &str)> =
+        rows.iter().map(|r| (r.peer, r.command.as_str())).filter(|(_, c)| !c.is_empty()).collect();
     commands.sort();
-    commands.dedup_by(|a, b| a.0 == b.0);
+    commands.dedup();
     for (peer, command) in commands {
         let _ = writeln!(md, "- {}: `{command}`", peer.label());
     }

@@ -104,7 +104,8 @@ impl Setup {
         pinned.extend(args);
         let log = self.logs.join(format!("{}-{}-{port}.log", peer.key(), std::process::id()));
         let log = unique(log);
-        Server::start(Path::new("taskset"), &pinned, log).map_err(|e| format!("{}: {e}", peer.key()))
+        Server::start(Path::new("taskset"), &pinned, log)
+            .map_err(|e| format!("{}: {e}", peer.key()))
     }
 
     /// The command line (program first) that [`Setup::start`] runs under `taskset`.
@@ -132,7 +133,9 @@ impl Setup {
         let script = |name: &str| self.peers_dir.join(name).display().to_string();
         let python = self.python.display().to_string();
         match (peer, role) {
-            (Peer::Wse, Role::Plain) => (self.wse_server.display().to_string(), self.wse_args(&port, &max)),
+            (Peer::Wse, Role::Plain) => {
+                (self.wse_server.display().to_string(), self.wse_args(&port, &max))
+            }
             (Peer::Wse, Role::Inbound) if self.wse_python.is_some() => {
                 let ours = self.wse_python.as_ref().map(|p| p.display().to_string());
                 (ours.unwrap_or_default(), common(&[&script("drain_host.py")]))
@@ -146,7 +149,9 @@ impl Setup {
                 (host, args)
             }
             (Peer::Legacy, _) => (python, common(&[&script("drain_host.py")])),
-            (Peer::Tokio, _) => (self.bin_dir.join("tokio-peer").display().to_string(), common(&[])),
+            (Peer::Tokio, _) => {
+                (self.bin_dir.join("tokio-peer").display().to_string(), common(&[]))
+            }
             (Peer::Websockets, _) => (python, common(&[&script("websockets_host.py")])),
         }
     }
@@ -185,8 +190,8 @@ impl Setup {
         let python = self.python.to_string_lossy().into_owned();
         let pip_version = |package: &str| {
             let code = format!(
-                "import importlib.metadata as m, platform; \
-                 print('{package}', m.version('{package}'), 'on CPython', platform.python_version())"
+                "import importlib.metadata as m, platform; print('{package}', \
+                 m.version('{package}'), 'on CPython', platform.python_version())"
             );
             host::command_line(&python, &["-c", &code])
         };
@@ -228,7 +233,8 @@ impl Setup {
 /// A token every server accepts: HS256 with `secret`, subject `loadbench`, valid two hours.
 pub(crate) fn token(secret: &str) -> Result<String, String> {
     let key = HS256Key::from_bytes(secret.as_bytes());
-    let claims = Claims::create(jwt_simple::prelude::Duration::from_hours(2)).with_subject("loadbench");
+    let claims =
+        Claims::create(jwt_simple::prelude::Duration::from_hours(2)).with_subject("loadbench");
     key.authenticate(claims).map_err(|e| format!("token: {e}"))
 }
 

@@ -55,7 +55,13 @@ pub(crate) struct Facts {
 
 impl Row {
     /// A row that says why `peer` was not measured.
-    pub(crate) fn missing(scenario: &'static str, peer: Peer, param: String, x: f64, why: &str) -> Row {
+    pub(crate) fn missing(
+        scenario: &'static str,
+        peer: Peer,
+        param: String,
+        x: f64,
+        why: &str,
+    ) -> Row {
         Row {
             scenario,
             peer,
@@ -106,7 +112,11 @@ pub(crate) fn table(rows: &[Row], headline: &str, better: Better, facts: &Facts)
         names.insert(0, headline);
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({}; {}; {})", first.scenario, facts.machine, facts.kernel, facts.pinning);
+    let _ = writeln!(
+        out,
+        "{} ({}; {}; {})",
+        first.scenario, facts.machine, facts.kernel, facts.pinning
+    );
     let _ = writeln!(out);
     let _ = write!(out, "| parameter | server |");
     for name in &names {
@@ -119,7 +129,8 @@ pub(crate) fn table(rows: &[Row], headline: &str, better: Better, facts: &Facts)
         for name in &names {
             let _ = write!(out, " {} |", row.metric(name).map_or_else(|| "n/a".into(), number));
         }
-        let ratio = ours_over(rows, row, headline, better).map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"));
+        let ratio = ours_over(rows, row, headline, better)
+            .map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"));
         let lost = row.lost.map_or_else(|| "n/a".into(), |l| l.to_string());
         let _ = writeln!(out, " {ratio} | {lost} | {} |", row.note.replace('|', "/"));
     }

@@ -80,10 +80,16 @@ pub(crate) fn scale(ctx: &Ctx, peer: Peer, plan: &ScalePlan, exe: &Path) -> Vec<
                 param: format!("{} connections", number(stage.connections as f64)),
                 x: stage.connections as f64,
                 metrics: vec![
-                    ("bytes_per_conn", stage.rss_delta_kib as f64 * 1024.0 / stage.connections as f64),
+                    (
+                        "bytes_per_conn",
+                        stage.rss_delta_kib as f64 * 1024.0 / stage.connections as f64,
+                    ),
                     ("accept_per_s", stage.accept_rate),
                     ("server_rss_mb", stage.rss_kib as f64 / 1024.0),
-                    ("kernel_tcp_bytes_per_conn", stage.kernel_delta_kib as f64 * 1024.0 / stage.connections as f64),
+                    (
+                        "kernel_tcp_bytes_per_conn",
+                        stage.kernel_delta_kib as f64 * 1024.0 / stage.connections as f64,
+                    ),
                     ("processes", processes as f64),
                 ],
                 lost: Some(stage.failed as u64),
@@ -91,7 +97,13 @@ pub(crate) fn scale(ctx: &Ctx, peer: Peer, plan: &ScalePlan, exe: &Path) -> Vec<
                 command: command.clone(),
             })
             .collect(),
-        Err(why) => vec![Row::missing("scale", peer, format!("{} connections", number(most as f64)), most as f64, &why)],
+        Err(why) => vec![Row::missing(
+            "scale",
+            peer,
+            format!("{} connections", number(most as f64)),
+            most as f64,
+            &why,
+        )],
     }
 }
 
@@ -176,7 +188,12 @@ fn ramp(
 }
 
 /// `processes` servers of `peer` on one port: the first picks it, the others join it.
-fn start_servers(ctx: &Ctx, peer: Peer, processes: usize, per_process: usize) -> Result<Vec<Server>, String> {
+fn start_servers(
+    ctx: &Ctx,
+    peer: Peer,
+    processes: usize,
+    per_process: usize,
+) -> Result<Vec<Server>, String> {
     let first = ctx.setup.start(peer, Role::Plain, 0, per_process)?;
     let port = first.addr.port();
     let mut servers = vec![first];

@@ -153,7 +153,9 @@ fn inbound_one(
         ("messages", stats.messages as f64),
     ];
     let note = match stats.dropped {
-        Some(dropped) if dropped > 0 => format!("its engine dropped {dropped} (inbound queue full)"),
+        Some(dropped) if dropped > 0 => {
+            format!("its engine dropped {dropped} (inbound queue full)")
+        }
         _ if peer == Peer::Wse && ctx.setup.provisional_drain() => {
             "provisional: drained in Rust (wse-drain-host) until the Python package lands".into()
         }
@@ -324,14 +326,24 @@ struct Fanned {
     paced_lost: u64,
 }
 
-fn fanout_one(ctx: &Ctx, peer: Peer, plan: &FanoutPlan, subscribers: usize) -> Result<Fanned, String> {
+fn fanout_one(
+    ctx: &Ctx,
+    peer: Peer,
+    plan: &FanoutPlan,
+    subscribers: usize,
+) -> Result<Fanned, String> {
     let server = ctx.setup.start(peer, Role::Plain, 0, subscribers + 100)?;
     let result = fan(ctx, &server, plan, subscribers);
     Ctx::stop(server);
     result
 }
 
-fn fan(ctx: &Ctx, server: &Server, plan: &FanoutPlan, subscribers: usize) -> Result<Fanned, String> {
+fn fan(
+    ctx: &Ctx,
+    server: &Server,
+    plan: &FanoutPlan,
+    subscribers: usize,
+) -> Result<Fanned, String> {
     let dial = ctx.dial(server.addr, "/wse");
     let opened = clients::open(&dial, subscribers, 32, ctx.timeout);
     if opened.failed > 0 {
@@ -344,7 +356,13 @@ fn fan(ctx: &Ctx, server: &Server, plan: &FanoutPlan, subscribers: usize) -> Res
 
     // Throughput: the publisher stays within `window` of the slowest subscriber.
     let started = Instant::now();
-    publisher.run_sampling(&readers, Duration::from_secs_f64(plan.seconds), plan.window, 0, u64::MAX)?;
+    publisher.run_sampling(
+        &readers,
+        Duration::from_secs_f64(plan.seconds),
+        plan.window,
+        0,
+        u64::MAX,
+    )?;
     let published = publisher.sent;
     readers.wait_for(published, DRAIN_DEADLINE);
     let seconds = started.elapsed().as_secs_f64();
@@ -377,7 +395,13 @@ pub(crate) fn latency(ctx: &Ctx, peer: Peer, plan: &LatencyPlan) -> Vec<Row> {
     };
     let dial = ctx.dial(server.addr, "/wse");
     let rows = vec![
-        latency_row("connect_latency", peer, "TCP connect + JWT upgrade to server_ready", &command, connects(&dial, plan.connects, ctx.timeout)),
+        latency_row(
+            "connect_latency",
+            peer,
+            "TCP connect + JWT upgrade to server_ready",
+            &command,
+            connects(&dial, plan.connects, ctx.timeout),
+        ),
         latency_row("ping", peer, "ping to PONG", &command, pings(&dial, plan.pings, ctx.timeout)),
     ];
     Ctx::stop(server);
