@@ -148,10 +148,44 @@ fn log_panel<DB: DrawingBackend>(
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(emptiest_corner(series, &xs, &ys))
         .draw()
         .map_err(err)?;
     Ok(())
+}
+
+/// The corner of a log-log panel with the fewest points, where the legend hides least.
+fn emptiest_corner(
+    series: &[(Peer, Vec<(f64, f64)>)],
+    xs: &[f64],
+    ys: &[f64],
+) -> SeriesLabelPosition {
+    let spread = |values: &[f64], factor: f64| {
+        let range = padded(values, factor);
+        (range.start.ln(), range.end.ln())
+    };
+    let ((x0, x1), (y0, y1)) = (spread(xs, 1.3), spread(ys, 2.0));
+    let mut counts = [0usize; 4];
+    for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()) {
+        let nx = (x.ln() - x0) / (x1 - x0).max(f64::EPSILON);
+        let ny = (y.ln() - y0) / (y1 - y0).max(f64::EPSILON);
+        let left = nx < LEGEND_SHARE;
+        let right = nx > 1.0 - LEGEND_SHARE;
+        let low = ny < LEGEND_SHARE;
+        let high = ny > 1.0 - LEGEND_SHARE;
+        counts[0] += usize::from(high && left);
+        counts[1] += usize::from(high && right);
+        counts[2] += usize::from(low && left);
+        counts[3] += usize::from(low && right);
+    }
+    let corners = [
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerLeft,
+        SeriesLabelPosition::LowerRight,
+    ];
+    let best = (0..4).min_by_key(|&i| counts[i]).unwrap_or(2);
+    corners[best].clone()
 }
 
 /// The range of `values` widened by `factor` on both sides (log axes).
@@ -218,6 +252,8 @@ fn load_font() -> Result<(), String> {
         .clone()
 }
 
+/// The share of a panel's width and height the legend may cover in a corner.
+const LEGEND_SHARE: f64 = 0.45;
 /// The latency percentiles charted, with their panel titles.
 const PERCENTILES: [(&str, &str); 3] = [
     ("p50_ms", "Publish to receive, p50"),

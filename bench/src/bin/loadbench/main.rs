@@ -91,6 +91,9 @@ struct Args {
     /// Seconds each connect, read or write of a client may take.
     #[arg(long, default_value_t = 20.0)]
     timeout: f64,
+    /// Only draw the charts again from DIR/results.jsonl (into DIR), without measuring.
+    #[arg(long, value_name = "DIR")]
+    redraw: Option<PathBuf>,
     /// Internal: hold connections to this address for the parent's scale scenario.
     #[arg(long, hide = true)]
     hold: Option<SocketAddr>,
@@ -132,6 +135,9 @@ fn main() -> ExitCode {
     if let Some(addr) = args.hold {
         return hold(&args, addr, timeout);
     }
+    if let Some(dir) = &args.redraw {
+        return redraw(dir);
+    }
     match run(&args, timeout) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -161,6 +167,28 @@ fn hold(args: &Args, addr: SocketAddr, timeout: Duration) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Draws the charts of an earlier run again.
+fn redraw(dir: &std::path::Path) -> ExitCode {
+    let path = dir.join("results.jsonl");
+    let rows = match std::fs::read_to_string(&path) {
+        Ok(text) => rows::parse_jsonl(&text),
+        Err(e) => {
+            eprintln!("loadbench: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match charts::draw_all(&rows, dir) {
+        Ok(files) => {
+            files.iter().for_each(|f| println!("Chart: {}", f.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadbench: charts: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -96,6 +96,36 @@ impl Row {
     }
 }
 
+/// Rows read back from `results.jsonl` (for `--redraw`); metrics and scenarios this
+/// program does not know are skipped.
+pub(crate) fn parse_jsonl(text: &str) -> Vec<Row> {
+    use sonic_rs::JsonValueTrait;
+    let mut rows = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(value) = sonic_rs::from_str::<sonic_rs::Value>(line) else { continue };
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let Some(scenario) = SCENARIOS.iter().copied().find(|s| *s == text("scenario")) else {
+            continue;
+        };
+        let Some(peer) = Peer::ALL.iter().copied().find(|p| p.key() == text("peer")) else {
+            continue;
+        };
+        let metrics =
+            METRICS.iter().filter_map(|&name| Some((name, value.get(name)?.as_f64()?))).collect();
+        rows.push(Row {
+            scenario,
+            peer,
+            param: text("param"),
+            x: value.get("x").and_then(|v| v.as_f64()).unwrap_or(0.0),
+            metrics,
+            lost: value.get("lost").and_then(|v| v.as_u64()),
+            note: text("note"),
+            command: text("server_command"),
+        });
+    }
+    rows
+}
+
 /// A scenario's Markdown table: one line per parameter and peer, the headline metric and
 /// the others, the ratio of ours to the peer on `headline`, and the loss.
 pub(crate) fn table(rows: &[Row], headline: &str, better: Better, facts: &Facts) -> String {
@@ -173,6 +203,32 @@ pub(crate) fn number(x: f64) -> String {
     out
 }
 
+/// Every scenario name a row may carry.
+const SCENARIOS: [&str; 6] =
+    ["inbound", "fanout", "fanout_latency", "connect_latency", "ping", "scale"];
+/// Every metric name a row may carry, in the order the scenarios print them.
+const METRICS: [&str; 19] = [
+    "msgs_per_s",
+    "mb_per_s",
+    "messages",
+    "deliveries_per_s",
+    "published",
+    "p50_ms",
+    "p99_ms",
+    "p99_9_ms",
+    "max_ms",
+    "p50_us",
+    "p99_us",
+    "p99_9_us",
+    "mean_us",
+    "samples",
+    "bytes_per_conn",
+    "accept_per_s",
+    "server_rss_mb",
+    "kernel_tcp_bytes_per_conn",
+    "processes",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +255,10 @@ mod tests {
         let rows = vec![row(Peer::Wse, 300.0), row(Peer::Legacy, 100.0)];
         assert_eq!(ours_over(&rows, &rows[1], "deliveries_per_s", Better::Higher), Some(3.0));
         assert_eq!(ours_over(&rows, &rows[1], "deliveries_per_s", Better::Lower), Some(1.0 / 3.0));
+        let facts = Facts::default();
+        let text: String = rows.iter().map(|r| r.json(&facts) + "\n").collect();
+        let back = parse_jsonl(&text);
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[1].peer, back[1].metric("deliveries_per_s")), (Peer::Legacy, Some(100.0)));
     }
 }
