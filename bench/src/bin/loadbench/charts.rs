@@ -115,7 +115,9 @@ fn log_panel<DB: DrawingBackend>(
         return Ok(());
     }
     let x_range = padded(&xs, 1.3);
+    // Room below the lowest line for the legend.
     let y_range = padded(&ys, 2.0);
+    let y_range = y_range.start / LEGEND_ROOM..y_range.end;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
@@ -165,6 +167,7 @@ fn emptiest_corner(
         (range.start.ln(), range.end.ln())
     };
     let ((x0, x1), (y0, y1)) = (spread(xs, 1.3), spread(ys, 2.0));
+    let y0 = y0 - LEGEND_ROOM.ln();
     let mut counts = [0usize; 4];
     for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()) {
         let nx = (x.ln() - x0) / (x1 - x0).max(f64::EPSILON);
@@ -252,6 +255,9 @@ fn load_font() -> Result<(), String> {
         .clone()
 }
 
+/// How far below the lowest value a value axis reaches (log scale), to leave the legend
+/// a band of its own.
+const LEGEND_ROOM: f64 = 8.0;
 /// The share of a panel's width and height the legend may cover in a corner.
 const LEGEND_SHARE: f64 = 0.45;
 /// The latency percentiles charted, with their panel titles.

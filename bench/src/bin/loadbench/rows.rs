@@ -170,7 +170,10 @@ pub(crate) fn table(rows: &[Row], headline: &str, better: Better, facts: &Facts)
 /// How many times better ours is than `row`'s peer on `metric` at the same parameter
 /// (above 1: ours is better).
 pub(crate) fn ours_over(rows: &[Row], row: &Row, metric: &str, better: Better) -> Option<f64> {
-    let ours = rows.iter().find(|r| r.peer == Peer::Wse && r.param == row.param)?;
+    // The same parameter, else one within 1 % of it (a peer that held 9,995 of 10,000).
+    let ours_rows = || rows.iter().filter(|r| r.peer == Peer::Wse && r.scenario == row.scenario);
+    let near = |r: &&Row| (r.x - row.x).abs() <= 0.01 * row.x.abs();
+    let ours = ours_rows().find(|r| r.param == row.param).or_else(|| ours_rows().find(near))?;
     let (a, b) = (ours.metric(metric)?, row.metric(metric)?);
     if a <= 0.0 || b <= 0.0 {
         return None;

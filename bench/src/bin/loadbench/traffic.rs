@@ -123,6 +123,8 @@ fn inbound_one(
         return Err(format!("{} connections failed: {:?}", opened.failed, opened.errors));
     }
     let mut control = connect(&ctx.dial(server.addr, "/wse"), ctx.timeout)?;
+    // An application that fell behind answers `bench_stats` only after its backlog.
+    let _ = control.stream().set_read_timeout(Some(STATS_TIMEOUT));
 
     // Every connection sends as fast as the server reads, for the same time.
     let until = Instant::now() + Duration::from_secs_f64(plan.seconds);
@@ -501,5 +503,7 @@ const TOPIC: &str = "bench";
 const ENVELOPE_BYTES: usize = 36;
 /// About how many bytes one write of the inbound senders carries.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How long the application may take to answer `bench_stats`.
+const STATS_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long subscribers may take to receive what was published.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
