@@ -108,6 +108,35 @@ tsclient-screenshot: deps $(SERVER_BUILD) ## regenerate clients/typescript/docs/
 membench: build ## resident memory per idle connection at 10,000 connections
 	scripts/membench.sh
 
+# The Python client (clients/python) tests in venvs of their own: .venv holds the published
+# wse-client 2.5.1, which has the same import name. They need the server binary: built here
+# unless WSE_SERVER names another one.
+PYCLIENT := .venv/pyclient/bin
+PYCLIENT_SERVER := $(if $(filter $(BIN),$(WSE_SERVER)),build,)
+
+.PHONY: pyclient-venv
+pyclient-venv: ## create .venv/pyclient (Python 3.11) with the client and its pinned test tools
+	scripts/setup-pyclient.sh main
+
+.PHONY: pyclient-lint
+pyclient-lint: pyclient-venv ## Python client: ruff check, ruff format --check, mypy --strict
+	cd clients/python && ../../$(PYCLIENT)/ruff check . && ../../$(PYCLIENT)/ruff format --check .
+	cd clients/python && ../../$(PYCLIENT)/mypy
+
+.PHONY: pyclient-test
+pyclient-test: pyclient-lint $(PYCLIENT_SERVER) ## Python client: unit and wse-server integration tests, branch coverage >= 90 %
+	cd clients/python && ../../$(PYCLIENT)/python -m pytest tests \
+		--cov=wse_client --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
+
+.PHONY: pyclient-compat
+pyclient-compat: ## Python client against wse-server 2.5.1 from PyPI (CPython 3.12 from pyenv)
+	scripts/setup-pyclient.sh compat
+	cd clients/python && ../../.venv/pyclient-compat/bin/python -m pytest compat
+
+.PHONY: pyclient-bench
+pyclient-bench: venv pyclient-venv $(PYCLIENT_SERVER) ## events/s one client receives, messages/s it sends, next to wse-client 2.5.1
+	$(PYCLIENT)/python clients/python/bench/client_bench.py run --server $(WSE_SERVER)
+
 .PHONY: fanout-bench
 fanout-bench: build ## deliveries per second to 1,000 subscribers of one topic, RSS with one stalled
 	scripts/fanout-bench.sh
@@ -147,15 +176,15 @@ bench-venv: ## create .venv-bench, CPython 3.12 with the Python peers of loadben
 	scripts/setup-bench-venv.sh
 
 .PHONY: bench-quick
-bench-quick: deps bench-venv py-build ## side-by-side smoke of every loadbench scenario (~2 min; checks no loss, not speed)
+bench-quick: deps bench-venv py-build ## side-by-side smoke of every loadbench scenario (~1.5 min; checks no loss, not speed)
 	scripts/loadbench.sh quick
 
 .PHONY: bench-full
-bench-full: deps bench-venv py-build ## the side-by-side figures of bench/README.md (~25 min; tunes and restores sysctls)
+bench-full: deps bench-venv py-build ## the side-by-side figures of bench/README.md (~12 min here; tunes and restores sysctls)
 	scripts/loadbench.sh full
 
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test tsclient-e2e conformance bench-quick ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test pyclient-test pyclient-compat tsclient-e2e conformance bench-quick ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

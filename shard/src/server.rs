@@ -236,14 +236,37 @@ impl Server {
             (0..shards).map(|_| flume::bounded(capacity)).unzip();
         let app = App::new(controls.clone(), Arc::clone(&shared));
         let mut server = Server { local_addr, controls, joins: Vec::new(), shared, app };
+        let (ready, started) = flume::bounded(shards);
         for (index, (socket, control)) in sockets.into_iter().zip(receivers).enumerate() {
-            if let Err(e) = server.spawn_shard(index, socket, control, mesh.clone()) {
+            let setup =
+                ShardSetup { index, socket, mesh: mesh.clone(), control, ready: ready.clone() };
+            if let Err(e) = server.spawn_shard(setup) {
                 server.shutdown(1011);
                 return Err(e);
             }
         }
+        drop(ready);
+        server.wait_started(&started, shards)?;
         info!(addr = %local_addr, shards, "wse-server listening");
         Ok(server)
+    }
+
+    /// Waits until every shard has joined the rings and accepts, so that the server is
+    /// ready when `start` returns (a connection made right after it is served at once).
+    fn wait_started(&self, started: &flume::Receiver<usize>, shards: usize) -> Result<(), Error> {
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        for _ in 0..shards {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = started.recv_timeout(left) {
+                self.shutdown(1011);
+                let reason = match e {
+                    flume::RecvTimeoutError::Timeout => "shards not ready in time",
+                    flume::RecvTimeoutError::Disconnected => "a shard stopped while starting",
+                };
+                return Err(Error::Executor { shard: shards, reason: reason.into() });
+            }
+        }
+        Ok(())
     }
 
     /// The address the shards listen on (the real port when 0 was configured).
@@ -302,15 +325,9 @@ impl Server {
         done_rx.recv_timeout(limit).is_ok()
     }
 
-    fn spawn_shard(
-        &mut self,
-        index: usize,
-        socket: socket2::Socket,
-        control: flume::Receiver<Control>,
-        mesh: MeshSetup,
-    ) -> Result<(), Error> {
+    fn spawn_shard(&mut self, setup: ShardSetup) -> Result<(), Error> {
+        let index = setup.index;
         let core = self.shared.config.cores[index];
-        let setup = ShardSetup { index, socket, mesh, control };
         let shared = Arc::clone(&self.shared);
         let join = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("wse-shard-{index}"))
@@ -333,3 +350,6 @@ fn warn_if_over_fd_limit(max_connections: usize) {
         warn!(limit, max_connections, "max_connections is above the open-file limit");
     }
 }
+
+/// Longest a start waits for its shards to join the rings and accept.
+const STARTUP_LIMIT: Duration = Duration::from_secs(30);
