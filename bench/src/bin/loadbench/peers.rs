@@ -141,8 +141,8 @@ impl Setup {
                 (ours.unwrap_or_default(), common(&[&script("drain_host.py")]))
             }
             (Peer::Wse, Role::Inbound) => {
-                // TODO(#5): drain ours from Python (`--wse-python`) once the wse_server
-                // package is on main; until then the inbound row of ours is a Rust drain.
+                // No Python with our wheel (`--wse-python`; scripts/loadbench.sh passes
+                // one after `make py-build`): a Rust drain, labelled provisional.
                 let host = self.bin_dir.join("wse-drain-host").display().to_string();
                 let mut args = common(&[]);
                 args.extend(["--cores".into(), self.server_cores.clone()]);
