@@ -419,7 +419,7 @@ pub fn error_for(err: &Error, meta: &DirectMeta<'_>, out: &mut Vec<u8>) {
 
 /// `ping` from the client; a payload without a numeric `timestamp` is still a ping.
 fn read_ping(inbound: Inbound) -> ClientMessage {
-    let timestamp = inbound.p.get("timestamp").and_then(|v| v.as_f64());
+    let timestamp = inbound.payload().and_then(|p| p.get("timestamp")).and_then(|v| v.as_f64());
     ClientMessage::Ping { timestamp, cid: inbound.cid }
 }
 
@@ -529,8 +529,8 @@ fn read_topics(topics: Option<&Value>) -> Result<Vec<String>, Error> {
 
 /// The payload of `inbound` if it is an object, else an error naming message type `t`.
 fn object_payload<'a>(inbound: &'a Inbound, t: &str) -> Result<&'a Value, Error> {
-    if inbound.p.is_object() {
-        return Ok(&inbound.p);
+    if let Some(p) = inbound.payload().filter(|p| p.is_object()) {
+        return Ok(p);
     }
     Err(Error::InvalidMessage(format!("{t} payload must be an object")))
 }

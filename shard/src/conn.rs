@@ -683,9 +683,11 @@ impl Session {
         if self.conn.msgpack {
             ShardMetrics::dec(&shard.shared.metrics.msgpack_connections);
         }
+        // The close is counted before the connection leaves the gauges, so that whoever sees
+        // the connection gone also sees why it went.
+        shard.metrics().closed(reason);
         shard.shared.admitted.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         ShardMetrics::dec(&shard.metrics().connections);
-        shard.metrics().closed(reason);
         debug!(conn = self.conn.id.0, reason = reason.label(), "closed");
     }
 }

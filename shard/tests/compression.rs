@@ -273,7 +273,9 @@ fn c05_utf8_is_validated_after_inflation_with_deflate_negotiated() {
     assert_eq!(reply, Frame { b0: FIN | BINARY, payload: vec![0xff, 0xfe, 0xc0] });
     // Found fragment by fragment by the reader, or (a character cut at the very end) by the
     // final inflation: a 1007 close either way.
-    assert!(wse.metric("wse_closes_total{reason=\"invalid_utf8\"}") >= 18.0);
+    // (A close is counted when its connection ends, a moment after the client saw it.)
+    let closes = "wse_closes_total{reason=\"invalid_utf8\"}";
+    assert!(wse.wait_metric(closes, IO_LIMIT, |n| n >= 18.0) >= 18.0);
     unharmed.check(&wse);
 }
 

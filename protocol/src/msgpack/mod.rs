@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(inbound.t, "publish");
         assert_eq!(inbound.cid.as_deref(), Some("c1"));
         assert_eq!(inbound.pri, Some(envelope::Priority::High));
-        assert!(inbound.p.get("data").is_some_and(|d| d.is_f64()));
+        assert!(inbound.payload().and_then(|p| p.get("data")).is_some_and(|d| d.is_f64()));
         assert_eq!(sonic_rs::to_string(&inbound.raw).expect("JSON"), json_of(&value));
     }
 

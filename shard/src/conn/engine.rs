@@ -136,7 +136,7 @@ impl Session {
             ClientMessage::Publish(request) => self.publish(request).await,
             ClientMessage::App(inbound) => {
                 if inbound.t == "sync_request" {
-                    self.sync_request(&inbound.p);
+                    self.sync_request(inbound.payload());
                 }
                 self.emit_message(inbound.raw, size);
             }
@@ -377,12 +377,12 @@ impl Session {
 
     /// Holds back later publications of the requested topics until the application answers
     /// (PROTOCOL.md §7; `snapshot.rs`). Without an application nobody would answer: no hold.
-    fn sync_request(&mut self, p: &sonic_rs::Value) {
+    fn sync_request(&mut self, p: Option<&sonic_rs::Value>) {
         if self.shard.app.is_none() {
             return;
         }
         let topics: Vec<String> = p
-            .get("topics")
+            .and_then(|p| p.get("topics"))
             .and_then(|t| t.as_array())
             .map(|list| list.iter().filter_map(|t| t.as_str()).map(str::to_owned).collect())
             .unwrap_or_default();
