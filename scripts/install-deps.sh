@@ -5,10 +5,11 @@
 #   .venv for the Python test tools (scripts/setup-venv.sh): python3-venv
 #   the linker for cargo, and wsaccel's C build for wstest: gcc, libc6-dev
 #   `make lint-scripts`: shellcheck
+#   the scale-out tests (issue #6) start their own Redis: redis-server
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail
 
-packages=(python3-venv gcc libc6-dev shellcheck)
+packages=(python3-venv gcc libc6-dev shellcheck redis-server)
 optional=(websocat)
 
 main() {
