@@ -1,0 +1,541 @@
+//! `scaleoutbench`: deliveries per second to one topic's subscribers spread over several
+//! `wse-server` instances joined by Redis, against one instance without Redis, in one run.
+//!
+//! Two setups, each on fresh processes:
+//!
+//! - **scale-out**: a `redis-server` of its own (free loopback port, no persistence) and
+//!   `--instances` servers with `--redis-url`; the `--subscribers` connections of one topic
+//!   are spread round-robin over the instances, and one publisher connection on the first
+//!   instance publishes. Every publication goes through Redis (the ordering script), and
+//!   comes back to every instance, the publisher's own included; the deliveries to
+//!   subscribers of the other instances are the cross-instance ones.
+//! - **single**: one server without Redis, the same subscribers and publisher.
+//!
+//! The publisher stays at most `--window` publications ahead of the slowest subscriber, so
+//! that no queue overflows and every subscriber must see every offset exactly once and in
+//! order (anything else is counted as lost). The table has a row per setup, with the
+//! machine, versions and exact commands.
+//!
+//! Exit status: 0 when nothing was lost, 1 otherwise, 2 when the run could not be set up.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nix::poll::{poll, PollFd, PollFlags};
+use wse_bench::clients;
+use wse_bench::host::{self, Machine};
+use wse_bench::report::{Record, Value};
+use wse_bench::server::Server;
+use wse_bench::ws::{self, Client, Keys};
+
+/// Fan-out throughput of wse-server scaled out through Redis, beside a single instance.
+#[derive(Debug, Parser)]
+#[command(name = "scaleoutbench", version, about, long_about = None)]
+struct Args {
+    /// The wse-server binary to start.
+    #[arg(long, default_value = "target/release/wse-server")]
+    server: PathBuf,
+    /// The redis-server binary to start.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// Instances in the scale-out setup.
+    #[arg(long, default_value_t = 3)]
+    instances: usize,
+    /// Subscribers of the one topic, spread over the instances.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Shards of every server.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
+    /// Seconds of publishing per setup.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Bytes of padding in each publication's data.
+    #[arg(long, default_value_t = 512)]
+    payload: usize,
+    /// Publications the publisher may be ahead of the slowest subscriber.
+    #[arg(long, default_value_t = 512)]
+    window: u64,
+    /// Threads reading the subscribers' sockets.
+    #[arg(long, default_value_t = 2)]
+    reader_threads: usize,
+    /// Print one JSON object per setup instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one setup measured.
+struct Measured {
+    commands: Vec<String>,
+    published: u64,
+    deliveries: u64,
+    cross: u64,
+    lost: u64,
+    seconds: f64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.subscribers == 0 || args.instances == 0 || args.reader_threads == 0 {
+        eprintln!("scaleoutbench: --subscribers, --instances and --reader-threads must be > 0");
+        return ExitCode::from(2);
+    }
+    let machine = Machine::probe();
+    let version = host::command_line(&args.server.to_string_lossy(), &["--version"]);
+    let redis_version = host::command_line(&args.redis_server.to_string_lossy(), &["--version"]);
+    let setups = [Setup::ScaleOut, Setup::Single];
+    let mut results = Vec::new();
+    for setup in setups {
+        let result = measure(&args, setup);
+        if let Err(why) = &result {
+            eprintln!("scaleoutbench: {}: {why}", setup.name());
+        }
+        results.push(result);
+    }
+    let single = results[1].as_ref().ok().map(|m| m.deliveries as f64 / m.seconds);
+    let mut ok = true;
+    for (i, (setup, result)) in setups.iter().zip(&results).enumerate() {
+        let mut r = record(&args, *setup, &machine, &version, &redis_version, result);
+        if let (Ok(m), Some(single)) = (result, single) {
+            r.push("vs_single", Value::Float(m.deliveries as f64 / m.seconds / single));
+        } else {
+            r.push("vs_single", Value::Missing);
+        }
+        ok &= result.as_ref().is_ok_and(|m| m.lost == 0);
+        if args.json {
+            println!("{}", r.json());
+        } else {
+            print!("{}", r.markdown_row(i == 0));
+        }
+    }
+    if results.iter().any(Result::is_err) {
+        return ExitCode::from(2);
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Which processes serve the subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// `--instances` servers on one Redis.
+    ScaleOut,
+    /// One server, no Redis.
+    Single,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::ScaleOut => "scale-out",
+            Setup::Single => "single",
+        }
+    }
+}
+
+/// One setup on fresh processes.
+fn measure(args: &Args, setup: Setup) -> Result<Measured, String> {
+    let redis = match setup {
+        Setup::ScaleOut => Some(RedisChild::start(&args.redis_server)?),
+        Setup::Single => None,
+    };
+    let instances = if setup == Setup::ScaleOut { args.instances } else { 1 };
+    let mut servers = Vec::new();
+    let mut commands = Vec::new();
+    if let Some(redis) = &redis {
+        commands.push(redis.command.clone());
+    }
+    for i in 0..instances {
+        let mut flags = server_args(args);
+        if let Some(redis) = &redis {
+            flags.extend(["--redis-url".into(), format!("redis://127.0.0.1:{}", redis.port)]);
+        }
+        let log =
+            std::env::temp_dir().join(format!("scaleoutbench-{}-{i}.log", std::process::id()));
+        let server = Server::start(&args.server, &flags, log).map_err(|e| e.to_string())?;
+        commands.push(format!("{} {}", args.server.display(), flags.join(" ")));
+        if redis.is_some() {
+            wait_accepting(server.addr, Duration::from_secs(10))?;
+        }
+        servers.push(server);
+    }
+
+    // Subscribers round-robin over the instances; readers know each one's instance.
+    let timeout = Duration::from_secs(10);
+    let mut subs = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let count = args.subscribers / instances + usize::from(i < args.subscribers % instances);
+        let opened = clients::open(server.addr, "/wse?topics=bench", count, 32, timeout);
+        if opened.failed > 0 {
+            return Err(format!("{} subscribers failed: {:?}", opened.failed, opened.errors));
+        }
+        subs.extend(opened.clients.into_iter().map(|c| (i, c)));
+    }
+    let readers = Readers::start(subs, args.reader_threads)?;
+    readers.wait_subscribed(args.subscribers as u64, timeout)?;
+    let mut publisher = Publisher::open(servers[0].addr, args.payload, timeout)?;
+
+    let started = Instant::now();
+    publisher.run(&readers, Duration::from_secs_f64(args.seconds), args.window)?;
+    readers.wait_for(publisher.sent, Duration::from_secs(30));
+    let seconds = started.elapsed().as_secs_f64();
+    let (deliveries, cross) = (readers.delivered(), readers.delivered_away_from(0));
+    let lost = readers.lost(publisher.sent);
+    readers.stop();
+    for server in servers {
+        drop(server.stop(Duration::from_secs(10)));
+    }
+    drop(redis);
+    Ok(Measured { commands, published: publisher.sent, deliveries, cross, lost, seconds })
+}
+
+/// Every server's flags (the Redis URL comes on top in the scale-out setup).
+fn server_args(args: &Args) -> Vec<String> {
+    let fixed = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--allow-client-publish",
+        "--idle-timeout",
+        "600",
+        "--rate-limit-capacity",
+        "1000000000",
+        "--rate-limit-refill",
+        "1000000000",
+    ];
+    let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+    out.extend(["--max-connections".into(), (args.subscribers + 100).to_string()]);
+    out.extend(["--shards".into(), args.shards.to_string()]);
+    out
+}
+
+/// Waits until `/health` says the server's Redis bridge accepts publications.
+fn wait_accepting(addr: SocketAddr, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let body = http_get(addr, "/health").unwrap_or_default();
+        if body.contains(r#""accepting":true"#) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{addr}: the Redis bridge never accepted: {body}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The body of `GET path`.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// A `redis-server` child on a free port, killed when dropped.
+struct RedisChild {
+    child: Child,
+    port: u16,
+    command: String,
+}
+
+impl RedisChild {
+    fn start(binary: &PathBuf) -> Result<RedisChild, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let flags = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
+            .into_iter()
+            .chain(["--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"])
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        let child = Command::new(binary)
+            .args(&flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {} (make deps): {e}", binary.display()))?;
+        let shown: Vec<&str> = flags.iter().map(|f| if f.is_empty() { "''" } else { f }).collect();
+        let command = format!("{} {}", binary.display(), shown.join(" "));
+        let redis = RedisChild { child, port, command };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("redis-server did not listen on {port}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Subscribers' sockets, read by a few threads; each checks its offsets.
+struct Readers {
+    /// Next offset each subscriber expects (= publications it received in order).
+    next: Arc<Vec<AtomicU64>>,
+    /// Offsets that were not the expected one (gaps, repeats), per subscriber.
+    errors: Arc<Vec<AtomicU64>>,
+    /// The instance each subscriber is connected to.
+    instance: Vec<usize>,
+    /// Subscription answers seen.
+    subscribed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// One subscriber as its reader thread holds it.
+struct Sub {
+    index: usize,
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a reader thread updates.
+#[derive(Clone)]
+struct Counters {
+    next: Arc<Vec<AtomicU64>>,
+    errors: Arc<Vec<AtomicU64>>,
+    subscribed: Arc<AtomicU64>,
+}
+
+impl Readers {
+    fn start(clients: Vec<(usize, Client)>, threads: usize) -> Result<Readers, String> {
+        let n = clients.len();
+        let counters = || Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
+        let mut readers = Readers {
+            next: counters(),
+            errors: counters(),
+            instance: clients.iter().map(|(i, _)| *i).collect(),
+            subscribed: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        let mut shares: Vec<Vec<Sub>> = (0..threads).map(|_| Vec::new()).collect();
+        for (index, (_, client)) in clients.into_iter().enumerate() {
+            let (stream, buf) = client.into_parts();
+            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            shares[index % threads].push(Sub { index, stream, buf });
+        }
+        for share in shares {
+            let counters = Counters {
+                next: Arc::clone(&readers.next),
+                errors: Arc::clone(&readers.errors),
+                subscribed: Arc::clone(&readers.subscribed),
+            };
+            let stop = Arc::clone(&readers.stop);
+            readers.threads.push(std::thread::spawn(move || read_loop(share, &counters, &stop)));
+        }
+        Ok(readers)
+    }
+
+    fn wait_subscribed(&self, n: u64, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while self.subscribed.load(Ordering::Relaxed) < n {
+            if Instant::now() > deadline {
+                let got = self.subscribed.load(Ordering::Relaxed);
+                return Err(format!("only {got} of {n} subscribed"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    fn slowest(&self) -> u64 {
+        self.next.iter().map(|n| n.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX)
+    }
+
+    fn wait_for(&self, count: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.slowest() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn delivered(&self) -> u64 {
+        self.next.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Deliveries to subscribers of instances other than `origin`.
+    fn delivered_away_from(&self, origin: usize) -> u64 {
+        let each = self.next.iter().zip(&self.instance);
+        each.filter(|(_, &i)| i != origin).map(|(n, _)| n.load(Ordering::Relaxed)).sum()
+    }
+
+    fn lost(&self, published: u64) -> u64 {
+        let missing: u64 =
+            self.next.iter().map(|n| published.saturating_sub(n.load(Ordering::Relaxed))).sum();
+        missing + self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum::<u64>()
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Polls this thread's sockets and checks what arrives, until `stop`.
+fn read_loop(mut subs: Vec<Sub>, counters: &Counters, stop: &AtomicBool) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    for sub in &mut subs {
+        parse_frames(sub, counters);
+    }
+    let mut ready = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        ready.clear();
+        {
+            let mut fds: Vec<PollFd<'_>> =
+                subs.iter().map(|s| PollFd::new(&s.stream, PollFlags::POLLIN)).collect();
+            if poll(&mut fds, 50).is_err() {
+                continue;
+            }
+            let hit = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            ready.extend(fds.iter().enumerate().filter(|(_, fd)| hit(fd)).map(|(i, _)| i));
+        }
+        for &i in &ready {
+            let sub = &mut subs[i];
+            loop {
+                match sub.stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => sub.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                }
+            }
+            parse_frames(sub, counters);
+        }
+    }
+}
+
+/// Checks every complete frame in `sub`'s buffer and keeps the rest.
+fn parse_frames(sub: &mut Sub, counters: &Counters) {
+    let mut used = 0;
+    while let Ok(Some((frame, n))) = ws::parse_frame(&sub.buf[used..]) {
+        used += n;
+        let text = &frame.payload;
+        if text.starts_with(br#"{"c":"WSE","t":"subscription_update""#) {
+            counters.subscribed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let Some(offset) = offset_of(text) else { continue };
+        if offset != counters.next[sub.index].load(Ordering::Relaxed) {
+            counters.errors[sub.index].fetch_add(1, Ordering::Relaxed);
+        }
+        counters.next[sub.index].store(offset + 1, Ordering::Relaxed);
+    }
+    sub.buf.drain(..used);
+}
+
+/// The number after the last `"o":` of a JSON publication.
+fn offset_of(text: &[u8]) -> Option<u64> {
+    let at = text.windows(4).rposition(|w| w == br#""o":"#)? + 4;
+    let digits: Vec<u8> = text[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// The publishing connection.
+struct Publisher {
+    stream: TcpStream,
+    pad: String,
+    sent: u64,
+    key: u32,
+}
+
+impl Publisher {
+    fn open(addr: SocketAddr, payload: usize, timeout: Duration) -> Result<Publisher, String> {
+        let mut keys = Keys::new().map_err(|e| e.to_string())?;
+        let mut client =
+            Client::connect(addr, "/wse", &mut keys, timeout).map_err(|e| e.to_string())?;
+        client.read_frame().map_err(|e| e.to_string())?;
+        let (stream, _) = client.into_parts();
+        Ok(Publisher { stream, pad: "x".repeat(payload), sent: 0, key: 0x9e37_79b9 })
+    }
+
+    /// Publishes for `duration`, never more than `window` ahead of the slowest reader.
+    fn run(&mut self, readers: &Readers, duration: Duration, window: u64) -> Result<(), String> {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let room = (readers.slowest() + window).saturating_sub(self.sent);
+            if room == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            let mut batch = Vec::new();
+            for _ in 0..room.min(16) {
+                let text = format!(
+                    r#"{{"t":"publish","p":{{"topic":"bench","data":{{"n":{},"pad":"{}"}}}}}}"#,
+                    self.sent, self.pad
+                );
+                self.key = self.key.rotate_left(5) ^ 0x2545_f491;
+                batch.extend(ws::masked_text(text.as_bytes(), self.key.to_be_bytes()));
+                self.sent += 1;
+            }
+            self.stream.write_all(&batch).map_err(|e| format!("publish: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The row of one setup.
+fn record(
+    args: &Args,
+    setup: Setup,
+    machine: &Machine,
+    version: &str,
+    redis_version: &str,
+    result: &Result<Measured, String>,
+) -> Record {
+    let mut r = Record::default();
+    r.text("date", host::utc_now()).text("cpu", &machine.cpu);
+    r.push("cores", Value::Int(machine.cores as u64)).text("kernel", &machine.kernel);
+    r.text("server_version", version);
+    r.text("setup", setup.name());
+    let instances = if setup == Setup::ScaleOut { args.instances } else { 1 };
+    r.push("instances", Value::Int(instances as u64));
+    r.push("subscribers", Value::Int(args.subscribers as u64));
+    match result {
+        Ok(m) => {
+            r.push("published", Value::Int(m.published));
+            r.push("deliveries_per_second", Value::Float(m.deliveries as f64 / m.seconds));
+            r.push("cross_instance_per_second", Value::Float(m.cross as f64 / m.seconds));
+            r.push("lost", Value::Int(m.lost));
+            r.text("note", "");
+            r.text("commands", m.commands.join(" ; "));
+        }
+        Err(why) => {
+            for field in ["published", "deliveries_per_second", "cross_instance_per_second"] {
+                r.push(field, Value::Missing);
+            }
+            r.push("lost", Value::Missing);
+            r.text("note", why.as_str());
+            r.text("commands", "");
+        }
+    }
+    let redis = if setup == Setup::ScaleOut { redis_version } else { "" };
+    r.text("redis_version", redis);
+    r.text("command", std::env::args().collect::<Vec<_>>().join(" "));
+    r
+}
