@@ -148,7 +148,7 @@ pub struct RedisSettings {
     /// on the instance they were published on.
     pub topics: Vec<String>,
     /// Connect and response timeout of each Redis call; a publication that has not come
-    /// back through Redis within twice this is delivered locally.
+    /// back through Redis within four times this is delivered locally.
     pub timeout: Duration,
     /// Failed Redis calls within `breaker_window` that open the circuit breaker.
     pub breaker_threshold: u32,

@@ -350,12 +350,17 @@ fn start_bridge(
 ) -> Result<(Option<Bridge>, Vec<flume::Receiver<FromBridge>>), Error> {
     let Some(bridge) = config.bridge_config() else { return Ok((None, Vec::new())) };
     let (sinks, receivers): (Vec<_>, Vec<_>) =
-        (0..shards).map(|_| flume::bounded(bridge.queue)).unzip();
+        (0..shards).map(|_| flume::bounded(BRIDGE_TO_SHARD)).unzip();
     let instance = bridge.instance.clone();
     let bridge = Bridge::start(bridge, sinks, shard::shard_of)?;
     info!(instance, "redis scale-out on");
     Ok((Some(bridge), receivers))
 }
+
+/// Capacity of the channel from the Redis bridge to each shard, in messages. Small, so
+/// that a shard behind on Redis's publications holds the bridge back (and Redis buffers,
+/// within its client output limit) instead of piling up here.
+const BRIDGE_TO_SHARD: usize = 1024;
 
 /// Warns when `max_connections` cannot be reached under the process's open-file limit.
 fn warn_if_over_fd_limit(max_connections: usize) {

@@ -25,6 +25,11 @@
 //! are judged here, before a publication is queued: the shard parses the publication's JSON
 //! at most once, and only when the topic has a filtered subscriber.
 //!
+//! Scale-out (`scaleout.rs`, only with `redis_url`): for a topic that travels between
+//! instances the owner does not stamp; Redis does, and the owner fans out what the Redis
+//! bridge hands back, with Redis's stamp, through the same encode-once path. While the
+//! bridge cannot route, the owner stamps under a local epoch as without Redis.
+//!
 //! Recovery: every publication reaches every shard, so [`Shard::deliver_local`] records it in
 //! the shard's history before queueing it for local subscribers, and [`Shard::recover`]
 //! replays from that history into one connection's queue in the same synchronous step in

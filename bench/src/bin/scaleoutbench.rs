@@ -9,7 +9,9 @@
 //!   instance publishes. Every publication goes through Redis (the ordering script), and
 //!   comes back to every instance, the publisher's own included; the deliveries to
 //!   subscribers of the other instances are the cross-instance ones.
-//! - **single**: one server without Redis, the same subscribers and publisher.
+//! - **single**: one server without Redis, the same subscribers and publisher, with as many
+//!   shards as the scale-out servers have together (`--single-shards` to change it), so
+//!   that the two differ by Redis and the processes, not by the shard count.
 //!
 //! The publisher stays at most `--window` publications ahead of the slowest subscriber, so
 //! that no queue overflows and every subscriber must see every offset exactly once and in
@@ -50,9 +52,12 @@ struct Args {
     /// Subscribers of the one topic, spread over the instances.
     #[arg(long, default_value_t = 1000)]
     subscribers: usize,
-    /// Shards of every server.
+    /// Shards of every server of the scale-out setup.
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// Shards of the single server [default: instances × shards, the same shards in all].
+    #[arg(long)]
+    single_shards: Option<usize>,
     /// Seconds of publishing per setup.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -155,7 +160,7 @@ fn measure(args: &Args, setup: Setup) -> Result<Measured, String> {
         commands.push(redis.command.clone());
     }
     for i in 0..instances {
-        let mut flags = server_args(args);
+        let mut flags = server_args(args, shards_of(args, setup));
         if let Some(redis) = &redis {
             flags.extend(["--redis-url".into(), format!("redis://127.0.0.1:{}", redis.port)]);
         }
@@ -198,8 +203,16 @@ fn measure(args: &Args, setup: Setup) -> Result<Measured, String> {
     Ok(Measured { commands, published: publisher.sent, deliveries, cross, lost, seconds })
 }
 
+/// Shards of each server of `setup`.
+fn shards_of(args: &Args, setup: Setup) -> usize {
+    match setup {
+        Setup::ScaleOut => args.shards,
+        Setup::Single => args.single_shards.unwrap_or(args.instances * args.shards),
+    }
+}
+
 /// Every server's flags (the Redis URL comes on top in the scale-out setup).
-fn server_args(args: &Args) -> Vec<String> {
+fn server_args(args: &Args, shards: usize) -> Vec<String> {
     let fixed = [
         "--host",
         "127.0.0.1",
@@ -215,7 +228,7 @@ fn server_args(args: &Args) -> Vec<String> {
     ];
     let mut out: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
     out.extend(["--max-connections".into(), (args.subscribers + 100).to_string()]);
-    out.extend(["--shards".into(), args.shards.to_string()]);
+    out.extend(["--shards".into(), shards.to_string()]);
     out
 }
 
@@ -515,6 +528,7 @@ fn record(
     r.text("setup", setup.name());
     let instances = if setup == Setup::ScaleOut { args.instances } else { 1 };
     r.push("instances", Value::Int(instances as u64));
+    r.push("shards_each", Value::Int(shards_of(args, setup) as u64));
     r.push("subscribers", Value::Int(args.subscribers as u64));
     match result {
         Ok(m) => {

@@ -112,7 +112,7 @@ pub struct BridgeConfig {
     /// This instance's id, unique among the instances (a UUIDv7 per process start).
     pub instance: String,
     /// Connect and response timeout of every Redis call. A publication that has not come
-    /// back from the subscription within twice this is delivered locally.
+    /// back from the subscription within [`ECHO_TIMEOUTS`] times this is delivered locally.
     pub timeout: Duration,
     /// When the breaker opens and for how long.
     pub breaker: BreakerSettings,
@@ -122,8 +122,7 @@ pub struct BridgeConfig {
     /// Idle time after which a topic's sequence in Redis expires and its next publication
     /// opens a new epoch: the history TTL, so that every instance agrees.
     pub history_ttl: Duration,
-    /// Capacity of the channel from the shards and the application to the bridge, and of
-    /// each channel from the bridge to a shard.
+    /// Capacity of the channel from the shards and the application to the bridge.
     pub queue: usize,
 }
 
@@ -275,7 +274,7 @@ pub struct BridgeHandle {
 }
 
 impl Bridge {
-    /// Starts the publisher and subscriber threads. `sinks[i]` reaches shard `i` (a
+    /// Starts the publisher and subscriber threads. `sinks[i]` (bounded) reaches shard `i` (a
     /// topic's owner is [`owner_shard`] of it among `sinks.len()` shards); `route_direct`
     /// names the shard of a connection. Does not wait for Redis: an unreachable Redis only
     /// means the bridge is not accepting yet.
@@ -340,10 +339,10 @@ impl Bridge {
     }
 
     /// Stops both threads and waits for them, at most `limit`; `false` if one still ran.
-    pub fn stop(self, limit: Duration) -> bool {
-        self.handle.shared.stop.store(true, Ordering::Release);
+    pub fn stop(mut self, limit: Duration) -> bool {
+        self.handle.stop();
         let deadline = Instant::now() + limit;
-        for thread in self.threads {
+        for thread in std::mem::take(&mut self.threads) {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -353,6 +352,13 @@ impl Bridge {
             let _ = thread.join();
         }
         true
+    }
+}
+
+impl Drop for Bridge {
+    /// A bridge dropped without [`Bridge::stop`] still tells its threads to end.
+    fn drop(&mut self) {
+        self.handle.stop();
     }
 }
 
@@ -596,6 +602,10 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A publication not back from the subscription within this many `timeout`s is delivered
+/// locally. Generous, because the subscription may lag behind under load; a broken
+/// connection resolves its publications at once, without waiting for this.
+pub const ECHO_TIMEOUTS: u32 = 4;
 /// Most publications (and direct messages) in one pipelined round trip.
 pub const BATCH: usize = 64;
 /// Extra attempts of a failed round trip, each on a fresh connection.

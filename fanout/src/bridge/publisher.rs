@@ -26,7 +26,8 @@ use super::backoff::Backoff;
 use super::breaker::BreakerState;
 use super::wire::{self, DeadLetter, Direct};
 use super::{
-    unix_ms, BridgeStats, Outgoing, Shared, ToBridge, BATCH, DLQ_MAX_PER_TOPIC, DLQ_TTL, RETRIES,
+    unix_ms, BridgeStats, Outgoing, Shared, ToBridge, BATCH, DLQ_MAX_PER_TOPIC, DLQ_TTL,
+    ECHO_TIMEOUTS, RETRIES,
 };
 use crate::Error;
 
@@ -253,7 +254,7 @@ impl Publisher {
             self.flush_dead_letters();
         }
         let mut state = self.shared.lock();
-        let overdue = state.pending.expire(now, 2 * self.shared.config.timeout);
+        let overdue = state.pending.expire(now, ECHO_TIMEOUTS * self.shared.config.timeout);
         if !overdue.is_empty() {
             debug!(count = overdue.len(), "redis echoes overdue; delivering locally");
             self.shared.fall_back(overdue);
