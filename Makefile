@@ -11,11 +11,14 @@ SHELL := bash
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 BIN := $(TARGET_DIR)/release/wse-server
 export WSE_SERVER ?= $(BIN)
+# A WSE_SERVER given in the environment is used as it is; otherwise the client targets
+# build the release binary first.
+SERVER_BUILD := $(if $(filter environment,$(origin WSE_SERVER)),,build)
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) \
-		| sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' \
+	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) \
+		| sed -E 's/^([a-z0-9-]+):.*## (.*)/\1\t\2/' \
 		| while IFS=$$'\t' read -r target text; do printf '  %-20s %s\n' "$$target" "$$text"; done
 
 .PHONY: build
@@ -81,6 +84,26 @@ conformance-wstest: deps wstest-venv build ## cases 1-7, 9, 10 via the reference
 conformance-deflate-full: deps wstest-venv build ## every permessage-deflate case, 12.* and 13.*, via wstest
 	scripts/autobahn.sh wstest scripts/autobahn/fuzzingclient-deflate-full.json
 
+.PHONY: wse25-venv
+wse25-venv: ## create .venv/wse25, CPython 3.12 with the published wse-server 2.5.1
+	scripts/setup-wse25-venv.sh
+
+.PHONY: tsclient-test
+tsclient-test: ## TypeScript client: npm ci, typecheck, prettier, eslint, vitest unit tests
+	scripts/tsclient.sh test
+
+.PHONY: tsclient-e2e
+tsclient-e2e: deps $(SERVER_BUILD) wse25-venv ## TypeScript client in headless Chromium and Node vs wse-server, and vs 2.5.1
+	scripts/tsclient.sh e2e
+
+.PHONY: tsclient-demo
+tsclient-demo: $(SERVER_BUILD) ## live dashboard: wse-server, a publisher and the page on http://127.0.0.1:5173
+	scripts/tsclient.sh demo
+
+.PHONY: tsclient-screenshot
+tsclient-screenshot: deps $(SERVER_BUILD) ## regenerate clients/typescript/docs/demo.png from a live demo
+	scripts/tsclient.sh screenshot
+
 .PHONY: membench
 membench: build ## resident memory per idle connection at 10,000 connections
 	scripts/membench.sh
@@ -99,7 +122,7 @@ scaleout-bench: deps build ## deliveries/s over 3 instances on Redis and 1,000 s
 	$(TARGET_DIR)/release/scaleoutbench --server $(BIN)
 
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts clippy doc unit smoke conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke tsclient-e2e conformance ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

@@ -6,10 +6,13 @@
 #   the linker for cargo, and wsaccel's C build for wstest: gcc, libc6-dev
 #   `make lint-scripts`: shellcheck
 #   the scale-out tests (issue #6) start their own Redis: redis-server
+#   the TypeScript client's browser test and demo screenshot (headless, through
+#   playwright-core; no browser download): chromium, and fonts-dejavu-core for page text
+#   (Node 20 and npm come with the machine image; the tsclient targets check the version.)
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail
 
-packages=(python3-venv gcc libc6-dev shellcheck redis-server)
+packages=(python3-venv gcc libc6-dev shellcheck redis-server chromium fonts-dejavu-core)
 optional=(websocat)
 
 main() {

@@ -30,6 +30,7 @@ pub mod envelope;
 mod error;
 pub mod extensions;
 pub mod filter;
+pub mod fragment_check;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

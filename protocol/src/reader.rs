@@ -10,12 +10,14 @@
 //!
 //! It leaves to others: answering Pings and Closes and sending the Close for an error (the
 //! shard, using [`Error::close_code`] and [`crate::writer`]), inflating compressed messages and
-//! validating their UTF-8 after inflation ([`crate::deflate`]), and what a message means
-//! ([`crate::envelope`]).
+//! validating their UTF-8 after inflation ([`crate::deflate`]; a compressed text message in
+//! fragments is also judged fragment by fragment, [`crate::fragment_check`]), and what a
+//! message means ([`crate::envelope`]).
 
 use std::mem;
 
 use crate::close::{parse_close_payload, CloseFrame};
+use crate::fragment_check::FragmentCheck;
 use crate::frame::{
     decode_header, header_len, is_reserved, Control, Data, FrameHeader, OpCode,
     MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -86,6 +88,9 @@ pub struct Reader {
     /// Length of the prefix of `data` known to be valid UTF-8 and to end on a character
     /// boundary; `data.len() - utf8_checked` is at most 3 between pieces. Text only.
     utf8_checked: usize,
+    /// The streaming check of a compressed text message that arrives in fragments; `None`
+    /// otherwise (see [`crate::fragment_check`]).
+    fragments: Option<Box<FragmentCheck>>,
     /// Unmasked payload of the control frame in progress; empty and unallocated otherwise.
     control: Vec<u8>,
     /// Whether more input is read at all.
@@ -103,6 +108,7 @@ impl Reader {
             open: None,
             data: Vec::new(),
             utf8_checked: 0,
+            fragments: None,
             control: Vec::new(),
             status: Status::Open,
         }
@@ -179,6 +185,10 @@ impl Reader {
                 if data != Data::Continue {
                     let text = data == Data::Text;
                     self.open = Some(MessageKind { text, compressed: header.rsv1 });
+                    if text && header.rsv1 && !header.fin {
+                        let check = FragmentCheck::new(self.cfg.max_message_size);
+                        self.fragments = Some(Box::new(check));
+                    }
                 }
                 FrameKind::Data
             }
@@ -255,12 +265,16 @@ impl Reader {
             FrameKind::Control(_) => &mut self.control,
             FrameKind::Data => &mut self.data,
         };
+        let before = target.len();
         frame.key_offset = unmask_into(&input[..take], frame.key, frame.key_offset, target);
         frame.remaining -= take as u64;
         self.frame = Some(frame);
 
         if frame.kind == FrameKind::Data {
             self.check_utf8()?;
+            if let Some(check) = &mut self.fragments {
+                check.feed(&self.data[before..])?;
+            }
         }
         if frame.remaining == 0 {
             self.finish_frame(out)?;
@@ -315,6 +329,7 @@ impl Reader {
             return Err(Error::InvalidUtf8);
         }
         self.utf8_checked = 0;
+        self.fragments = None;
         let data = mem::take(&mut self.data);
         out.push(Event::Message { text: kind.text, data, compressed: kind.compressed });
         Ok(())
@@ -334,6 +349,7 @@ impl Reader {
         self.open = None;
         self.data = Vec::new();
         self.utf8_checked = 0;
+        self.fragments = None;
         self.control = Vec::new();
     }
 }

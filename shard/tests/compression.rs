@@ -254,8 +254,6 @@ fn c05_utf8_is_validated_after_inflation_with_deflate_negotiated() {
         for pieces in [1, 3.min(compressed.len())] {
             let mut client = open_deflate(echo.addr, false);
             client.send(&fragments(TEXT, &compressed, pieces));
-            // The message is inflated whole, so the Close comes at its end (non-strict for
-            // the fail-fast row: the last fragment has been sent).
             client.expect_close(1007, Duration::from_secs(2));
         }
         // The WSE variant: an evil publish whose text ends in the invalid bytes.
@@ -273,8 +271,42 @@ fn c05_utf8_is_validated_after_inflation_with_deflate_negotiated() {
     client.send(&fragments(BINARY, &deflate_sync(&[0xff, 0xfe, 0xc0]), 1));
     let reply = client.read_frame(IO_LIMIT).expect("the echo");
     assert_eq!(reply, Frame { b0: FIN | BINARY, payload: vec![0xff, 0xfe, 0xc0] });
-    assert!(wse.metric("wse_inflate_refusals_total{reason=\"invalid_utf8\"}") >= 18.0);
+    // Found fragment by fragment by the reader, or (a character cut at the very end) by the
+    // final inflation: a 1007 close either way.
+    assert!(wse.metric("wse_closes_total{reason=\"invalid_utf8\"}") >= 18.0);
     unharmed.check(&wse);
+}
+
+/// C05's fail-fast row with permessage-deflate: the client compresses each fragment's text
+/// with a sync flush, as a streaming compressor does; the server judges the inflated text
+/// fragment by fragment, so the Close comes right after the fragment with `f4 90 80 80`,
+/// before the last fragment ("edited") is sent (strict).
+#[test]
+fn c05_fail_fast_with_deflate_the_close_comes_before_the_last_fragment() {
+    let echo = Server::start(&["--echo"]);
+    let wse = Server::start(&["--allow-client-publish"]);
+    let unharmed = Unharmed::before(&wse);
+    for server in [&echo, &wse] {
+        let mut client = open_deflate(server.addr, server.addr == wse.addr);
+        let mut compressor = CompressorOxide::new(0x80);
+        let kosme = hex("ce ba e1 bd b9 cf 83 ce bc ce b5");
+        let first = sync_part(&mut compressor, &kosme);
+        let second = sync_part(&mut compressor, &hex("f4 90 80 80"));
+        client.send(&masked(RSV1 | TEXT, &first, random_key()));
+        client.send(&masked(0, &second, random_key()));
+        // Without fail-fast the server would wait for the last fragment, never sent here.
+        client.expect_close(1007, Duration::from_secs(2));
+    }
+    unharmed.check(&wse);
+}
+
+/// `text` compressed on with `compressor` and a sync flush (ends with `00 00 ff ff`).
+fn sync_part(compressor: &mut CompressorOxide, text: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; text.len() + text.len() / 2 + 64];
+    let (status, used, written) = compress(compressor, text, &mut out, TDEFLFlush::Sync);
+    assert_eq!((status, used), (TDEFLStatus::Okay, text.len()));
+    out.truncate(written);
+    out
 }
 
 // ------------------------------------------------------------------------------------------

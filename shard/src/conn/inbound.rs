@@ -12,11 +12,9 @@
 //! frame after E2E (over the cap close 1009; bad data is dropped with `INVALID_MESSAGE`).
 //! Bare zlib (a binary message starting `0x78`) is not inflated: PROTOCOL.md §4 lists it
 //! only as something servers never send, not as something clients may.
-//! Both inflate one whole message at once (libdeflate has no streaming mode), so the UTF-8 of
-//! a compressed text message is judged when the message is complete, not fragment by
-//! fragment: for case C05 with permessage-deflate that is the non-strict result the case
-//! allows (1007 after the last fragment instead of right after the bad one), recorded in the
-//! README; uncompressed text fails fast in `protocol::reader`.
+//! Both inflate one whole message at once (libdeflate has no streaming mode); a compressed
+//! text message that came in fragments was already judged fragment by fragment by the
+//! reader (`wse_protocol::fragment_check`), so bad UTF-8 fails fast there too.
 
 use std::time::{Duration, Instant};
 
