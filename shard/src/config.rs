@@ -705,7 +705,7 @@ pub struct Cli {
     /// Most members listed per topic; 0 is no limit [default: 0].
     #[arg(long, env = "WSE_PRESENCE_MAX_MEMBERS")]
     pub presence_max_members: Option<usize>,
-    /// Redis URL for scale-out (redis://[:password@]host:port/db): publications reach every
+    /// Redis URL for scale-out (`redis://[:password@]host:port/db`): publications reach every
     /// instance on the same Redis. Without it the server uses no Redis at all.
     #[arg(long, env = "WSE_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,

@@ -103,7 +103,8 @@ pub enum FromBridge {
 /// Settings of the bridge. [`BridgeConfig::new`] fills in PROTOCOL.md §10.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// `redis://[user:password@]host[:port][/db]` (or `rediss://`, `unix://`).
+    /// `redis://[user:password@]host[:port][/db]` or `unix:///path/redis.sock`. TLS
+    /// (`rediss://`) is not built in: such a URL is refused by [`BridgeConfig::validate`].
     pub url: String,
     /// Prefix of every channel and key, so that several deployments can share one Redis.
     pub prefix: String,
@@ -444,16 +445,18 @@ impl BridgeHandle {
         self.shared.stop.store(true, Ordering::Release);
     }
 
-    /// The bridge's state now.
+    /// The bridge's state as of its last change. Reads atomics only, never the bridge's
+    /// lock, so that a shard answering `GET /health` cannot wait on a bridge thread.
     pub fn status(&self) -> BridgeStatus {
-        let state = self.shared.lock();
+        let stats = &self.shared.stats;
+        let on = |gauge: &AtomicU64| BridgeStats::get(gauge) == 1;
         BridgeStatus {
             instance: self.shared.config.instance.clone(),
-            breaker: state.breaker.state(Instant::now()),
-            publisher_connected: state.publisher_up,
-            subscribed: state.subscriber_up,
+            breaker: BreakerState::from_index(BridgeStats::get(&stats.breaker_state) as usize),
+            publisher_connected: on(&stats.publisher_connected),
+            subscribed: on(&stats.subscribed),
             accepting: self.accepting(),
-            dlq_buffered: BridgeStats::get(&self.shared.stats.dlq_buffered) as usize,
+            dlq_buffered: BridgeStats::get(&stats.dlq_buffered) as usize,
         }
     }
 
@@ -510,7 +513,8 @@ struct Shared {
     route_direct: fn(ConnId) -> usize,
 }
 
-/// The state both threads change, under one lock (never taken by a shard).
+/// The state both threads change, under one lock. No shard ever takes it: what shards and
+/// `/health` read is mirrored in atomics by [`Shared::refresh`].
 #[derive(Debug)]
 struct State {
     /// This instance's publications waiting for their echo.
@@ -616,3 +620,44 @@ pub const DLQ_MAX_PER_TOPIC: usize = 1000;
 pub const DLQ_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a bridge thread waits on a full shard channel before it checks for stop.
 const HAND_SLICE: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        assert!(BridgeConfig::new("redis://127.0.0.1:6379/0").validate().is_ok());
+        assert!(BridgeConfig::new("unix:///run/redis.sock").validate().is_ok());
+        for url in ["http://x", "rediss://x", "not a url"] {
+            let error = BridgeConfig::new(url).validate().expect_err(url).to_string();
+            assert!(error.contains("redis_url"), "{error}");
+        }
+        let mut c = BridgeConfig::new("redis://h");
+        c.topics = vec!["a b".into()];
+        assert!(c.validate().expect_err("glob").to_string().contains("redis_topics"));
+        c.topics = vec![];
+        assert!(c.validate().is_err());
+        let mut c = BridgeConfig::new("redis://h");
+        c.prefix = "a*".into();
+        assert!(c.validate().expect_err("prefix").to_string().contains("redis_prefix"));
+    }
+
+    #[test]
+    fn a_star_makes_every_topic_travel_and_others_select() {
+        let (tx, _rx) = flume::bounded(1);
+        let mut c = BridgeConfig::new("redis://127.0.0.1:1");
+        c.topics = vec!["chat.*".into(), "news".into()];
+        let bridge = Bridge::start(c, vec![tx.clone()], |_| 0).expect("starts without redis");
+        let handle = bridge.handle().clone();
+        assert!(handle.travels("chat.a") && handle.travels("news"));
+        assert!(!handle.travels("newsx") && !handle.accepting());
+        assert!(bridge.stop(Duration::from_secs(2)));
+        let mut c = BridgeConfig::new("redis://127.0.0.1:1");
+        c.topics = vec!["x".into(), "*".into()];
+        let bridge = Bridge::start(c, vec![tx], |_| 0).expect("starts");
+        assert_eq!(bridge.handle().shared.config.topics, ["*"]);
+        assert!(bridge.handle().travels("anything"));
+        assert!(bridge.stop(Duration::from_secs(2)));
+    }
+}
