@@ -298,6 +298,48 @@ fn an_outage_never_stops_local_delivery_and_its_dead_letters_replay_elsewhere() 
 }
 
 #[test]
+fn a_hung_redis_delays_local_delivery_by_a_timeout_at_most() {
+    let redis = Redis::start();
+    let a = engine(&redis);
+    wait_engine_accepting(&a);
+    let sa = subscriber(a.local_addr(), "hang");
+    let publish = |k: u64| {
+        a.app()
+            .publish("hang", &format!(r#"{{"k":{k}}}"#), None, Priority::Normal)
+            .expect("publish")
+    };
+    publish(0);
+    let before = receive(&sa, "hang", 1, IO_LIMIT);
+
+    // Redis accepts connections but answers nothing: the first call times out (300 ms, a
+    // retry on a fresh connection as long again), and from then on A stamps locally.
+    redis.pause();
+    let paused = Instant::now();
+    for k in 1..=10 {
+        publish(k);
+    }
+    let during = receive(&sa, "hang", 10, IO_LIMIT);
+    let waited = paused.elapsed();
+    assert_eq!(
+        during.iter().map(|g| field(g, "k")).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_run(&during, 0);
+    assert_ne!(during[0].epoch, before[0].epoch);
+    assert!(waited < Duration::from_secs(3), "local delivery waited {waited:?}");
+    assert!(!a.app().redis_status().expect("redis on").accepting);
+
+    // Redis answers again: the probe closes the breaker and Redis stamps resume, in the
+    // topic's Redis epoch (kept: Redis lost nothing).
+    redis.resume();
+    wait_engine_accepting(&a);
+    publish(11);
+    let after = receive(&sa, "hang", 1, IO_LIMIT);
+    assert_eq!((field(&after[0], "k"), &after[0].epoch), (11, &before[0].epoch));
+    assert!(after[0].offset >= 1, "{after:?}");
+}
+
+#[test]
 fn a_client_recovers_on_another_instance_from_the_same_stamps() {
     let redis = Redis::start();
     let url = redis.url();

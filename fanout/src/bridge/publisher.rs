@@ -465,7 +465,13 @@ impl Publisher {
         let left: Result<(i64,), RedisError> = pipe.query(conn);
         let left = match left {
             Ok((left,)) => left,
-            Err(e) => return Err(self.redis_failed(&e)),
+            Err(e) => {
+                // Put the letter back if the connection still serves (a refused script);
+                // after a broken connection it may be lost or published: list to see.
+                let _: Result<i64, RedisError> =
+                    redis::cmd("RPUSH").arg(&key).arg(&raw).query(conn);
+                return Err(self.redis_failed(&e));
+            }
         };
         if left == 0 {
             let index = wire::dlq_index_key(prefix);

@@ -87,13 +87,20 @@ impl Subscriber {
     fn session(&mut self) {
         let Some(client) = self.client.clone() else { return };
         let timeout = self.shared.config.timeout;
-        let mut conn = match client.get_connection_with_timeout(timeout) {
+        let connected = client.get_connection_with_timeout(timeout).and_then(|conn| {
+            conn.set_write_timeout(Some(timeout))?;
+            Ok(conn)
+        });
+        let mut conn = match connected {
             Ok(conn) => conn,
             Err(e) => return self.failed(&e),
         };
         let mut pubsub = conn.as_pubsub();
+        // A Redis that accepts but never answers must not hold the thread: the replies to
+        // the subscriptions are awaited `timeout` at most, messages READ_SLICE at a time.
         let subscribed = pubsub
-            .psubscribe(&self.patterns)
+            .set_read_timeout(Some(timeout))
+            .and_then(|()| pubsub.psubscribe(&self.patterns))
             .and_then(|()| pubsub.subscribe(&self.direct_channel))
             .and_then(|()| pubsub.set_read_timeout(Some(READ_SLICE)));
         if let Err(e) = subscribed {

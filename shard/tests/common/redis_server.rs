@@ -90,6 +90,23 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it still accepts TCP connections (the kernel does) but
+    /// answers nothing, as a hung Redis would.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id().to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+
     fn ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
         use std::io::{Read, Write};
