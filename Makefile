@@ -121,8 +121,33 @@ drainbench: ## events per second through the application's drain (engine in-proc
 scaleout-bench: deps build ## deliveries/s over 3 instances on Redis and 1,000 subscribers, beside one instance without Redis
 	$(TARGET_DIR)/release/scaleoutbench --server $(BIN)
 
+WHEELS := $(TARGET_DIR)/wheels
+
+.PHONY: py-build
+py-build: venv ## build the wse_server wheel (maturin, release) into target/wheels, install it in .venv
+	rm -f $(WHEELS)/wse_server-*.whl
+	.venv/bin/maturin build --release --quiet -m py/Cargo.toml --out $(WHEELS)
+	.venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+		$(WHEELS)/wse_server-*.whl
+
+.PHONY: py-lint
+py-lint: venv py-build ## ruff (88 columns) and mypy --strict on py/, stubtest of the .pyi
+	.venv/bin/ruff check py
+	.venv/bin/ruff format --check py
+	.venv/bin/mypy --config-file py/pyproject.toml py/python py/tests py/examples py/bench
+	cd py && ../.venv/bin/python -m mypy.stubtest wse_server._wse_accel \
+		--mypy-config-file pyproject.toml
+
+.PHONY: py-test
+py-test: venv py-build ## pytest for py/: RustWSEServer, router mode and the examples, real clients
+	.venv/bin/python -m pytest -q py/tests
+
+.PHONY: py-bench
+py-bench: venv py-build ## messages/s one Python thread drains from 100 clients: ours and wse-server 2.5.1
+	scripts/py-bench.sh
+
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke tsclient-e2e conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test tsclient-e2e conformance ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

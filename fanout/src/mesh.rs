@@ -80,6 +80,9 @@ pub struct Publication {
     /// The JSON payload alone: a view into `frame`, for connections that must transform it
     /// (end-to-end encryption seals it under each subscriber's key).
     pub json: Bytes,
+    /// Where `,"sig":` begins in `json` when the publication was signed with the shared key
+    /// (PROTOCOL.md §6); `None` when unsigned. See [`Publication::unsigned_json`].
+    pub sig_at: Option<usize>,
     /// The same JSON as a `C:` frame (PROTOCOL.md §4), compressed once by the owner shard;
     /// `None` when the JSON is within the compression threshold or does not shrink.
     pub compressed: Option<Bytes>,
@@ -102,6 +105,22 @@ pub struct Encoded {
 }
 
 impl Publication {
+    /// The JSON payload without the shared-key signature, for subscribers that do not get the
+    /// plaintext frame: a sealed `E:` frame is authenticated by AES-GCM and carries no `sig`
+    /// (§6 signs JSON text frames, with the E2E key on E2E connections). Borrowed when the
+    /// publication was not signed.
+    pub fn unsigned_json(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.sig_at {
+            Some(at) if at < self.json.len() => {
+                let mut json = Vec::with_capacity(at + 1);
+                json.extend_from_slice(&self.json[..at]);
+                json.push(b'}');
+                std::borrow::Cow::Owned(json)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.json[..]),
+        }
+    }
+
     /// Bytes of encoded frames this publication holds alive, for history accounting. `json`
     /// is a view into `frame` and costs nothing more.
     pub fn encoded_bytes(&self) -> usize {

@@ -298,7 +298,9 @@ impl Shard {
             .then(|| self.encode_publication(&json))
             .flatten();
         let t = message.event_type.as_deref().unwrap_or(&message.topic);
-        let json = self.sign_if_selected(t, json);
+        let unsigned_len = json.len();
+        let json = self.sign_if_selected(self.shared.guard.signing_key(), t, json);
+        let sig_at = (json.len() != unsigned_len).then(|| unsigned_len - 1);
         let (compressed, deflated) = self.compress_publication(&json);
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
@@ -309,6 +311,7 @@ impl Shard {
             offset,
             frame,
             json,
+            sig_at,
             compressed,
             deflated,
             msgpack,
@@ -381,10 +384,15 @@ impl Shard {
         Bytes::from(frame)
     }
 
-    /// Appends `sig` (PROTOCOL.md §6, the shared key) when messages of type `t` are
-    /// selected for signing; otherwise returns `json` as it is.
-    pub(crate) fn sign_if_selected(&self, t: &str, json: Vec<u8>) -> Vec<u8> {
-        let Some(key) = self.shared.guard.signing_key() else { return json };
+    /// Appends `sig` (PROTOCOL.md §6) under `key` when messages of type `t` are selected for
+    /// signing and there is a key; otherwise returns `json` as it is.
+    pub(crate) fn sign_if_selected(
+        &self,
+        key: Option<&signing::SigningKey>,
+        t: &str,
+        json: Vec<u8>,
+    ) -> Vec<u8> {
+        let Some(key) = key else { return json };
         if !security::signs(&self.shared.config.security, t) {
             return json;
         }
@@ -455,6 +463,10 @@ impl Shard {
         let frame = match msgpack {
             Some(encoded) => {
                 conn.frame_for(&self.ivs, &encoded.body, false, || encoded.frame.clone())
+            }
+            None if conn.is_encrypted() => {
+                let json = publication.unsigned_json();
+                conn.frame_for(&self.ivs, &json, false, || publication.frame.clone())
             }
             None => conn.frame_for(&self.ivs, &publication.json, false, || {
                 let (frame, codec) = shared_frame(publication, conn.squeeze);
@@ -574,8 +586,15 @@ impl Shard {
             ShardMetrics::add(&self.metrics().msgpack_out, 1);
             conn.frame_for(&self.ivs, &encoded.body, stays_plain, || encoded.frame.clone())
         } else {
-            let sign = stays_plain || !conn.is_encrypted();
-            let json = if sign { self.sign_if_selected(t, json) } else { json };
+            // §6: JSON text frames are signed, under the E2E key on an E2E connection; a
+            // sealed frame is authenticated by AES-GCM and carries no `sig`.
+            let json = match conn.e2e.borrow().as_deref() {
+                Some(keys) if stays_plain => {
+                    self.sign_if_selected(Some(keys.signing_key()), t, json)
+                }
+                Some(_) => json,
+                None => self.sign_if_selected(self.shared.guard.signing_key(), t, json),
+            };
             // Heartbeats are never `C:` frames: 2.x clients match their first bytes as text.
             let opcode = OpCode::Data(if binary { Data::Binary } else { Data::Text });
             let may_compress = || t != "PONG" && t != "ping";

@@ -554,6 +554,75 @@ fn unsigned_inbound_is_refused_when_signatures_are_required() {
     assert!(server.metric("wse_security_events_total{kind=\"bad_signature\"}") >= 2.0);
 }
 
+/// PROTOCOL.md §6 on an E2E connection: JSON text frames are signed under the key derived
+/// from the E2E agreement, not the shared secret; sealed frames carry no `sig` (AES-GCM
+/// authenticates them), publications included, while a plaintext subscriber still gets the
+/// shared-key signature; inbound plaintext is verified under the E2E key.
+#[test]
+fn e2e_connections_sign_and_verify_with_the_e2e_key() {
+    let server = Server::start(&[
+        "--signing-secret",
+        SIGNING_SECRET,
+        "--sign-outbound",
+        "*",
+        "--require-signed-inbound",
+        "--allow-client-publish",
+    ]);
+    let shared = SigningKey::from_secret(SIGNING_SECRET.as_bytes());
+    let sign = |key: &SigningKey, text: &str| {
+        let mut signed = Vec::new();
+        signing::sign(key, text.as_bytes(), &mut signed).expect("a JSON object signs");
+        String::from_utf8(signed).expect("UTF-8")
+    };
+
+    // The hello goes out before E2E exists: signed under the shared secret.
+    let (mut client, _) = RawClient::open_wse(server.addr, "/wse");
+    let mine = KeyExchange::generate().expect("client key pair");
+    client.send_text(&sign(&shared, &client_hello(&mine.public_key_b64())));
+    let hello = client.read_frame(IO_LIMIT).expect("server_hello");
+    let value = json::parse(&hello.payload).expect("JSON");
+    assert_eq!(value.str_at("t"), Some("server_hello"), "{value:?}");
+    let theirs = value.get("p").and_then(|p| p.str_at("encryption_public_key")).expect("key");
+    let keys = mine.agree(theirs).expect("agreement");
+    signing::verify(keys.signing_key(), &hello.payload).expect("server_hello under the E2E key");
+    assert!(signing::verify(&shared, &hello.payload).is_err(), "not under the shared secret");
+    let mut sealed = Sealed { client, keys };
+
+    // Sealed messages carry no signature; the publication neither, while the plaintext
+    // publisher's copy is signed with the shared secret.
+    sealed.send(r#"{"t":"subscription_update","p":{"action":"subscribe","topics":["s6"]}}"#);
+    let (answer, was_sealed) = sealed.next();
+    assert!(was_sealed && answer.get("sig").is_none(), "{answer:?}");
+    let (mut publisher, _) = RawClient::open_wse(server.addr, "/wse");
+    publisher.send_text(&sign(
+        &shared,
+        r#"{"t":"subscription_update","p":{"action":"subscribe","topics":["s6"]}}"#,
+    ));
+    let _ = publisher.next_json(IO_LIMIT);
+    publisher.send_text(&sign(&shared, r#"{"t":"publish","p":{"topic":"s6","data":{"v":6}}}"#));
+    let (publication, was_sealed) = sealed.next();
+    assert!(was_sealed && publication.str_at("tp") == Some("s6"), "{publication:?}");
+    assert!(publication.get("sig").is_none(), "a sealed publication carries the shared sig");
+    let plain = loop {
+        let frame = publisher.read_frame(IO_LIMIT).expect("the publication");
+        let value = json::parse(&frame.payload).expect("JSON");
+        if value.str_at("tp") == Some("s6") {
+            break frame;
+        }
+    };
+    signing::verify(&shared, &plain.payload).expect("the plaintext copy is signed");
+
+    // Inbound plaintext (a heartbeat) on the E2E connection: the E2E key, not the shared one.
+    let ping = r#"{"t":"ping","p":{"timestamp":6}}"#;
+    let under_e2e = sign(sealed.keys.signing_key(), ping);
+    sealed.client.send_text(&under_e2e);
+    let (pong, was_sealed) = sealed.next();
+    assert_eq!((pong.str_at("t"), was_sealed), (Some("PONG"), false));
+    sealed.client.send_text(&sign(&shared, ping));
+    let (refusal, _) = sealed.next();
+    assert_eq!(refusal.get("p").and_then(|p| p.str_at("code")), Some("BAD_SIGNATURE"));
+}
+
 // ---------------------------------------------------------------------------------------
 // Inbound rate limit
 // ---------------------------------------------------------------------------------------

@@ -396,6 +396,25 @@ impl BridgeHandle {
         }
     }
 
+    /// Hands a publication to the bridge from a plain thread, waiting at most `wait` for room
+    /// (`Duration::ZERO`: not at all). Gives the message back when the channel stayed full
+    /// or the bridge stopped.
+    pub fn publish_wait(
+        &self,
+        message: Arc<Outgoing>,
+        wait: Duration,
+    ) -> Result<(), Arc<Outgoing>> {
+        let back = |e| match e {
+            ToBridge::Publish(message) => message,
+            _ => unreachable!("the channel gives back what was sent"),
+        };
+        if wait.is_zero() {
+            return self.tx.try_send(ToBridge::Publish(message)).map_err(|e| back(e.into_inner()));
+        }
+        let sent = self.tx.send_timeout(ToBridge::Publish(message), wait);
+        sent.map_err(|e| back(e.into_inner()))
+    }
+
     /// Records a publication that was delivered locally because the bridge was not
     /// accepting. Never waits: when the channel is full the dead letter is dropped and
     /// counted.

@@ -152,7 +152,7 @@ impl Session {
         let shared = &self.shard.shared;
         let config = &shared.config;
         let connection_id = self.conn.uuid.to_string();
-        let public_key = agreed.as_ref().map(|(public, _)| public.as_str());
+        let public_key = agreed.as_ref().map(|(public, _)| public.clone());
         let hello = ServerHello {
             connection_id: &connection_id,
             server_version: crate::VERSION,
@@ -163,15 +163,16 @@ impl Session {
                 rate_limit_refill: config.security.rate_limit_refill,
             },
             features: features(shared),
-            encryption_public_key: public_key,
+            encryption_public_key: public_key.as_deref(),
         };
+        if let Some((_, keys)) = agreed {
+            // From here on every data frame in either direction is sealed. `server_hello`
+            // itself stays plaintext, signed (when selected) under the new E2E key (§6).
+            *self.conn.e2e.borrow_mut() = Some(Box::new(keys));
+        }
         self.send_direct(Priority::High, "server_hello", cid, |meta, out| {
             engine::server_hello(&hello, meta, out);
         });
-        if let Some((_, keys)) = agreed {
-            // From here on every data frame in either direction is sealed.
-            *self.conn.e2e.borrow_mut() = Some(Box::new(keys));
-        }
     }
 
     /// The server's public key and the session keys, when E2E was asked for and agreed.

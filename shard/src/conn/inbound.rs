@@ -237,15 +237,20 @@ impl Session {
         None
     }
 
-    /// Whether a plaintext JSON message carries a valid `sig` when one is required. A
+    /// Whether a plaintext JSON message carries a valid `sig` when one is required: under
+    /// the connection's E2E signing key once E2E is agreed, else the shared secret (§6). A
     /// refused message is counted and answered with `BAD_SIGNATURE`.
     pub(super) fn signature_ok(&mut self, json: &[u8]) -> bool {
         let shared = &self.shard.shared;
         if !shared.config.security.require_signed_inbound {
             return true;
         }
-        let verified =
-            shared.guard.signing_key().is_some_and(|key| signing::verify(key, json).is_ok());
+        let verified = match self.conn.e2e.borrow().as_deref() {
+            Some(keys) => signing::verify(keys.signing_key(), json).is_ok(),
+            None => {
+                shared.guard.signing_key().is_some_and(|key| signing::verify(key, json).is_ok())
+            }
+        };
         if verified {
             return true;
         }

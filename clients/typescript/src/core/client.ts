@@ -583,21 +583,19 @@ export class WSEClient {
   }
 
   /**
-   * Keys a signature may verify under: the E2E key (PROTOCOL §6) and the
-   * shared secret. wse-server signs with the shared secret even on E2E
-   * connections (see the module docs of `signing.ts`), so both are tried.
+   * The key a signature verifies under (PROTOCOL §6): the E2E session's
+   * signing key once E2E is agreed, else the shared secret.
    */
   private async inboundSigningKeys(): Promise<CryptoKey[]> {
-    const keys: CryptoKey[] = [];
-    if (this.session !== null) keys.push(this.session.signingKey);
-    if (this.sharedKey !== null) keys.push(await this.sharedKey);
-    return keys;
+    if (this.session !== null) return [this.session.signingKey];
+    if (this.sharedKey !== null) return [await this.sharedKey];
+    return [];
   }
 
-  /** The shared secret when configured (what wse-server checks), else E2E. */
+  /** The key to sign with (§6): E2E when agreed, else the shared secret. */
   private async outboundSigningKey(): Promise<CryptoKey | null> {
-    if (this.sharedKey !== null) return this.sharedKey;
-    return this.session?.signingKey ?? null;
+    if (this.session !== null) return this.session.signingKey;
+    return this.sharedKey === null ? null : await this.sharedKey;
   }
 
   private url(endpoint: string): string {

@@ -122,7 +122,12 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
         session: this.o.session(),
       });
       this.emit('received', frame.wireBytes);
-      const verified = await this.checkSignature(frame.text, frame.encrypted);
+      // server_hello is signed under the E2E key it lets the client derive
+      // (PROTOCOL §6), so it cannot be checked before it is read; its key
+      // is what any later signature is checked against.
+      const verified = isServerHello(frame.value)
+        ? false
+        : await this.checkSignature(frame.text, frame.encrypted);
       const message = toMessage(frame.value, {
         verified,
         encrypted: frame.encrypted,
@@ -145,10 +150,9 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
   /**
    * True when the text carried a signature valid under one of the keys.
    * A signature that matches no key drops a plaintext frame (throws). Inside
-   * an `E:` frame AES-GCM has already authenticated the text, and
-   * wse-server signs what it seals with its shared secret, which a client on
-   * E2E alone does not hold: there the message is kept, unverified, and
-   * counted (`unverifiable`).
+   * an `E:` frame AES-GCM has already authenticated the text (wse-server
+   * puts no signature there); a signature that does not match is kept,
+   * unverified, and counted (`unverifiable`).
    */
   private async checkSignature(
     text: string | null,
@@ -192,6 +196,14 @@ export class MessageProcessor extends Emitter<ProcessorEvents> {
         return true;
     }
   }
+}
+
+function isServerHello(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as { t?: unknown }).t === 'server_hello'
+  );
 }
 
 function asWSEError(err: unknown): WSEError {

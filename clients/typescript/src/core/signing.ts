@@ -5,16 +5,14 @@
  * text up to (not including) the `,"sig":` that starts that key, followed by
  * `}`. An object that was empty is sent as `{"sig":"..."}` and its signed
  * bytes are `{}`. Nothing is re-serialised, so a verifier needs no JSON
- * parser. The key is the E2E session's signing key, else a shared secret
- * (see `e2e.ts`, `importHmacKey`).
+ * parser. The key is the E2E session's signing key on an E2E connection,
+ * else a shared secret (see `e2e.ts`, `importHmacKey`).
  *
- * What wse-server does today differs from PROTOCOL §6 on E2E connections: it
- * signs with the shared secret only (never the E2E-derived key), leaves
- * sealed direct messages unsigned, and checks inbound signatures against
- * the shared secret. The client therefore verifies against both keys and
- * signs with the shared secret when it has one (`client.ts`).
- * TODO(#9): use the E2E key alone once the server follows §6, or §6 is
- * changed to say the shared secret.
+ * wse-server signs JSON text frames as §6 says: under the E2E key once E2E
+ * is agreed (`server_hello` included), else under the shared secret; sealed
+ * `E:` frames carry no signature, AES-GCM under the session key already
+ * authenticates them; inbound plaintext on an E2E connection is checked
+ * under the E2E key.
  */
 
 import { fromBase64, toBase64, utf8Encode } from './bytes.js';
