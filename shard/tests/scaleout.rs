@@ -298,7 +298,7 @@ fn an_outage_never_stops_local_delivery_and_its_dead_letters_replay_elsewhere() 
 }
 
 #[test]
-fn a_hung_redis_delays_local_delivery_by_a_timeout_at_most() {
+fn a_hung_redis_delays_local_delivery_only_by_its_timeouts() {
     let redis = Redis::start();
     let a = engine(&redis);
     wait_engine_accepting(&a);
@@ -311,8 +311,9 @@ fn a_hung_redis_delays_local_delivery_by_a_timeout_at_most() {
     publish(0);
     let before = receive(&sa, "hang", 1, IO_LIMIT);
 
-    // Redis accepts connections but answers nothing: the first call times out (300 ms, a
-    // retry on a fresh connection as long again), and from then on A stamps locally.
+    // Redis accepts connections but answers nothing: the first call times out (300 ms; the
+    // retry's connection loads the script, as long again), and from then on A stamps
+    // locally. The bound is loose: a loaded machine stretches the timeouts.
     redis.pause();
     let paused = Instant::now();
     for k in 1..=10 {
@@ -326,7 +327,7 @@ fn a_hung_redis_delays_local_delivery_by_a_timeout_at_most() {
     );
     assert_run(&during, 0);
     assert_ne!(during[0].epoch, before[0].epoch);
-    assert!(waited < Duration::from_secs(3), "local delivery waited {waited:?}");
+    assert!(waited < IO_LIMIT, "local delivery waited {waited:?}");
     assert!(!a.app().redis_status().expect("redis on").accepting);
 
     // Redis answers again: the probe closes the breaker and Redis stamps resume, in the

@@ -85,7 +85,7 @@ struct Publisher {
 impl Publisher {
     fn new(shared: Arc<Shared>) -> Publisher {
         // The URL was validated; `None` would only leave the bridge unconnected.
-        let client = redis::Client::open(shared.config.url.as_str()).ok();
+        let client = super::client(&shared.config.url).ok();
         Publisher {
             shared,
             client,

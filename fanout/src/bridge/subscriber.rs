@@ -69,7 +69,7 @@ impl Subscriber {
         let direct_channel = wire::instance_channel(&config.prefix, &config.instance);
         let patterns = config.topics.iter().map(|g| wire::topic_pattern(&config.prefix, g));
         let patterns = patterns.collect();
-        let client = redis::Client::open(config.url.as_str()).ok();
+        let client = super::client(&config.url).ok();
         Subscriber {
             client,
             backoff: Backoff::standard(),
