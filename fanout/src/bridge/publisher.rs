@@ -396,14 +396,9 @@ impl Publisher {
             return Ok(out);
         }
         let prefix = self.shared.config.prefix.clone();
-        let Some(conn) = self.conn.as_mut() else { return Ok(out) };
-        let topics: Result<Vec<String>, RedisError> = match topic {
-            Some(t) => Ok(vec![t.to_owned()]),
-            None => redis::cmd("SMEMBERS").arg(wire::dlq_index_key(&prefix)).query(conn),
-        };
-        let mut topics = match topics {
-            Ok(topics) => topics,
-            Err(e) => return Err(self.redis_failed(&e)),
+        let mut topics: Vec<String> = match topic {
+            Some(t) => vec![t.to_owned()],
+            None => self.query(redis::cmd("SMEMBERS").arg(wire::dlq_index_key(&prefix)))?,
         };
         topics.sort();
         for t in topics {
@@ -411,13 +406,10 @@ impl Publisher {
             if room == 0 {
                 break;
             }
-            let Some(conn) = self.conn.as_mut() else { break };
             let key = wire::dlq_key(&prefix, &t);
-            let entries = redis::cmd("LRANGE").arg(key).arg(0).arg(room as i64 - 1).query(conn);
-            let entries: Vec<Vec<u8>> = match entries {
-                Ok(entries) => entries,
-                Err(e) => return Err(self.redis_failed(&e)),
-            };
+            let last = room as i64 - 1;
+            let entries: Vec<Vec<u8>> =
+                self.query(redis::cmd("LRANGE").arg(key).arg(0).arg(last))?;
             out.extend(entries.iter().filter_map(|entry| self.read_entry(entry)));
         }
         Ok(out)
@@ -431,54 +423,58 @@ impl Publisher {
             return Err(Error::RedisUnavailable);
         }
         self.flush_dead_letters();
-        let config = Arc::clone(&self.shared);
-        let (prefix, ttl_ms) = (&config.config.prefix, config.config.history_ttl.as_millis());
-        let key = wire::dlq_key(prefix, topic);
-        let Some(conn) = self.conn.as_mut() else { return Err(Error::RedisUnavailable) };
-        let entries: Vec<Vec<u8>> = match redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(conn)
-        {
-            Ok(entries) => entries,
-            Err(e) => return Err(self.redis_failed(&e)),
-        };
+        let key = wire::dlq_key(&self.shared.config.prefix, topic);
+        let entries: Vec<Vec<u8>> = self.query(redis::cmd("LRANGE").arg(&key).arg(0).arg(-1))?;
         let found = entries.into_iter().find_map(|raw| {
             let letter = wire::parse_dead_letter(&raw).ok()?;
             (*letter.message.id == *id).then_some((raw, letter))
         });
         let Some((raw, letter)) = found else { return Ok(false) };
-        let body = wire::publication_body(&letter.instance, 0, &letter.message);
-        let channel = wire::topic_channel(prefix, &letter.message.topic);
-        let epoch = format!("{:08x}", self.rng.u32(..));
-        let Some(conn) = self.conn.as_mut() else { return Err(Error::RedisUnavailable) };
         // Removed first: of two replays of one letter, only the one that removed it
         // publishes.
-        let removed: Result<i64, RedisError> =
-            redis::cmd("LREM").arg(&key).arg(1).arg(&raw).query(conn);
-        match removed {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(e) => return Err(self.redis_failed(&e)),
+        let removed: i64 = self.query(redis::cmd("LREM").arg(&key).arg(1).arg(&raw))?;
+        if removed == 0 {
+            return Ok(false);
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(wire::sequence_key(prefix, topic));
-        pipe.arg(epoch).arg(ttl_ms.max(1) as u64).arg(channel).arg(body).ignore();
-        pipe.cmd("LLEN").arg(&key);
-        let left: Result<(i64,), RedisError> = pipe.query(conn);
-        let left = match left {
-            Ok((left,)) => left,
-            Err(e) => {
-                // Put the letter back if the connection still serves (a refused script);
-                // after a broken connection it may be lost or published: list to see.
-                let _: Result<i64, RedisError> =
-                    redis::cmd("RPUSH").arg(&key).arg(&raw).query(conn);
-                return Err(self.redis_failed(&e));
-            }
-        };
-        if left == 0 {
-            let index = wire::dlq_index_key(prefix);
-            let _: Result<i64, RedisError> = redis::cmd("SREM").arg(index).arg(topic).query(conn);
-        }
+        self.republish(&key, &raw, &letter)?;
         BridgeStats::add(&self.shared.stats.replays, 1);
         Ok(true)
+    }
+
+    /// Publishes a dead letter taken from list `key` through the ordering script, under
+    /// number 0 and its original instance; drops the topic from the index when its list is
+    /// empty. On failure the letter goes back to the list if the connection still serves
+    /// (a refused script); after a broken connection it may be lost or published.
+    fn republish(&mut self, key: &str, raw: &[u8], letter: &DeadLetter) -> Result<(), Error> {
+        let config = &self.shared.config;
+        let (prefix, topic) = (&config.prefix, &letter.message.topic);
+        let ttl_ms = config.history_ttl.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVALSHA").arg(&self.sha).arg(1).arg(wire::sequence_key(prefix, topic));
+        pipe.arg(format!("{:08x}", self.rng.u32(..))).arg(ttl_ms);
+        pipe.arg(wire::topic_channel(prefix, topic));
+        pipe.arg(wire::publication_body(&letter.instance, 0, &letter.message)).ignore();
+        pipe.cmd("LLEN").arg(key);
+        let index = wire::dlq_index_key(prefix);
+        let Some(conn) = self.conn.as_mut() else { return Err(Error::RedisUnavailable) };
+        match pipe.query::<(i64,)>(conn) {
+            Ok((0,)) => {
+                let _: Result<i64, RedisError> =
+                    redis::cmd("SREM").arg(index).arg(&**topic).query(conn);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let _: Result<i64, RedisError> = redis::cmd("RPUSH").arg(key).arg(raw).query(conn);
+                Err(self.redis_failed(&e))
+            }
+        }
+    }
+
+    /// One command of the application's calls; a failure counts like any other.
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let Some(conn) = self.conn.as_mut() else { return Err(Error::RedisUnavailable) };
+        cmd.query(conn).map_err(|e| self.redis_failed(&e))
     }
 
     /// A dead-letter entry that parses; a malformed one is counted and skipped.
