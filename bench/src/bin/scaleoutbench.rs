@@ -15,8 +15,11 @@
 //!
 //! The publisher stays at most `--window` publications ahead of the slowest subscriber, so
 //! that no queue overflows and every subscriber must see every offset exactly once and in
-//! order (anything else is counted as lost). The table has a row per setup, with the
-//! machine, versions and exact commands.
+//! order (anything else is counted as lost). Then, with the throughput load gone, single
+//! publications are timed from the publisher's write to their arrival at a subscriber of
+//! the publisher's instance and, in the scale-out setup, of another instance (median and
+//! 99th percentile). The table has a row per setup, with the machine, versions and exact
+//! commands.
 //!
 //! Exit status: 0 when nothing was lost, 1 otherwise, 2 when the run could not be set up.
 
@@ -70,6 +73,10 @@ struct Args {
     /// Threads reading the subscribers' sockets.
     #[arg(long, default_value_t = 2)]
     reader_threads: usize,
+    /// Publications timed one at a time, from publish to delivery, after the throughput
+    /// phase (0: no latency phase).
+    #[arg(long, default_value_t = 500)]
+    latency_samples: usize,
     /// Print one JSON object per setup instead of the table.
     #[arg(long)]
     json: bool,
@@ -83,6 +90,10 @@ struct Measured {
     cross: u64,
     lost: u64,
     seconds: f64,
+    /// Publish-to-delivery on the publisher's instance, µs: (median, 99th percentile).
+    latency_local: Option<(f64, f64)>,
+    /// The same to a subscriber of another instance.
+    latency_remote: Option<(f64, f64)>,
 }
 
 fn main() -> ExitCode {
@@ -196,11 +207,70 @@ fn measure(args: &Args, setup: Setup) -> Result<Measured, String> {
     let (deliveries, cross) = (readers.delivered(), readers.delivered_away_from(0));
     let lost = readers.lost(publisher.sent);
     readers.stop();
+    let samples = args.latency_samples;
+    let latency_local = latency(servers[0].addr, servers[0].addr, samples, timeout)?;
+    let latency_remote = match servers.get(1) {
+        Some(other) => latency(servers[0].addr, other.addr, samples, timeout)?,
+        None => None,
+    };
     for server in servers {
         drop(server.stop(Duration::from_secs(10)));
     }
     drop(redis);
-    Ok(Measured { commands, published: publisher.sent, deliveries, cross, lost, seconds })
+    Ok(Measured {
+        commands,
+        published: publisher.sent,
+        deliveries,
+        cross,
+        lost,
+        seconds,
+        latency_local,
+        latency_remote,
+    })
+}
+
+/// Times `samples` publications one at a time, from the publisher's write on `from` to their
+/// arrival at a subscriber on `to`: `(median, 99th percentile)` in µs; `None` for 0 samples.
+fn latency(
+    from: SocketAddr,
+    to: SocketAddr,
+    samples: usize,
+    timeout: Duration,
+) -> Result<Option<(f64, f64)>, String> {
+    if samples == 0 {
+        return Ok(None);
+    }
+    let mut keys = Keys::new().map_err(|e| e.to_string())?;
+    let mut sub =
+        Client::connect(to, "/wse?topics=lat", &mut keys, timeout).map_err(|e| e.to_string())?;
+    loop {
+        let frame = sub.read_frame().map_err(|e| e.to_string())?;
+        if frame.payload.starts_with(br#"{"c":"WSE","t":"subscription_update""#) {
+            break;
+        }
+    }
+    let mut publisher =
+        Client::connect(from, "/wse", &mut keys, timeout).map_err(|e| e.to_string())?;
+    publisher.read_frame().map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(samples);
+    for n in 0..samples {
+        let text = format!(r#"{{"t":"publish","p":{{"topic":"lat","data":{{"n":{n}}}}}}}"#);
+        let frame = ws::masked_text(text.as_bytes(), (n as u32).to_be_bytes());
+        let sent = Instant::now();
+        let mut stream = publisher.stream();
+        stream.write_all(&frame).map_err(|e| format!("publish: {e}"))?;
+        while !sub
+            .read_frame()
+            .map_err(|e| e.to_string())?
+            .payload
+            .windows(5)
+            .any(|w| w == b"\"lat\"")
+        {}
+        times.push(sent.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Ok(Some((at(0.5), at(0.99))))
 }
 
 /// Shards of each server of `setup`.
@@ -536,14 +606,28 @@ fn record(
             r.push("deliveries_per_second", Value::Float(m.deliveries as f64 / m.seconds));
             r.push("cross_instance_per_second", Value::Float(m.cross as f64 / m.seconds));
             r.push("lost", Value::Int(m.lost));
+            let p50 = |l: Option<(f64, f64)>| l.map(|l| l.0.round() as u64);
+            let p99 = |l: Option<(f64, f64)>| l.map(|l| l.1.round() as u64);
+            r.push("latency_same_instance_p50_us", p50(m.latency_local).into());
+            r.push("latency_same_instance_p99_us", p99(m.latency_local).into());
+            r.push("latency_other_instance_p50_us", p50(m.latency_remote).into());
+            r.push("latency_other_instance_p99_us", p99(m.latency_remote).into());
             r.text("note", "");
             r.text("commands", m.commands.join(" ; "));
         }
         Err(why) => {
-            for field in ["published", "deliveries_per_second", "cross_instance_per_second"] {
+            for field in [
+                "published",
+                "deliveries_per_second",
+                "cross_instance_per_second",
+                "lost",
+                "latency_same_instance_p50_us",
+                "latency_same_instance_p99_us",
+                "latency_other_instance_p50_us",
+                "latency_other_instance_p99_us",
+            ] {
                 r.push(field, Value::Missing);
             }
-            r.push("lost", Value::Missing);
             r.text("note", why.as_str());
             r.text("commands", "");
         }
