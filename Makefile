@@ -108,6 +108,35 @@ tsclient-screenshot: deps $(SERVER_BUILD) ## regenerate clients/typescript/docs/
 membench: build ## resident memory per idle connection at 10,000 connections
 	scripts/membench.sh
 
+# The Python client (clients/python) tests in venvs of their own: .venv holds the published
+# wse-client 2.5.1, which has the same import name. They need the server binary: built here
+# unless WSE_SERVER names another one.
+PYCLIENT := .venv/pyclient/bin
+PYCLIENT_SERVER := $(if $(filter $(BIN),$(WSE_SERVER)),build,)
+
+.PHONY: pyclient-venv
+pyclient-venv: ## create .venv/pyclient (Python 3.11) with the client and its pinned test tools
+	scripts/setup-pyclient.sh main
+
+.PHONY: pyclient-lint
+pyclient-lint: pyclient-venv ## Python client: ruff check, ruff format --check, mypy --strict
+	cd clients/python && ../../$(PYCLIENT)/ruff check . && ../../$(PYCLIENT)/ruff format --check .
+	cd clients/python && ../../$(PYCLIENT)/mypy
+
+.PHONY: pyclient-test
+pyclient-test: pyclient-lint $(PYCLIENT_SERVER) ## Python client: unit and wse-server integration tests, branch coverage >= 90 %
+	cd clients/python && ../../$(PYCLIENT)/python -m pytest tests \
+		--cov=wse_client --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
+
+.PHONY: pyclient-compat
+pyclient-compat: ## Python client against wse-server 2.5.1 from PyPI (CPython 3.12 from pyenv)
+	scripts/setup-pyclient.sh compat
+	cd clients/python && ../../.venv/pyclient-compat/bin/python -m pytest compat
+
+.PHONY: pyclient-bench
+pyclient-bench: venv pyclient-venv $(PYCLIENT_SERVER) ## events/s one client receives, messages/s it sends, next to wse-client 2.5.1
+	$(PYCLIENT)/python clients/python/bench/client_bench.py run --server $(WSE_SERVER)
+
 .PHONY: fanout-bench
 fanout-bench: build ## deliveries per second to 1,000 subscribers of one topic, RSS with one stalled
 	scripts/fanout-bench.sh
@@ -147,7 +176,7 @@ py-bench: venv py-build ## messages/s one Python thread drains from 100 clients:
 	scripts/py-bench.sh
 
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test tsclient-e2e conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test pyclient-test pyclient-compat tsclient-e2e conformance ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

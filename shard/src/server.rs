@@ -247,6 +247,7 @@ impl Server {
             (0..shards).map(|_| flume::bounded(capacity)).unzip();
         let app = App::new(controls.clone(), Arc::clone(&shared));
         let mut server = Server { local_addr, controls, joins: Vec::new(), shared, app, bridge };
+        let (ready, started) = flume::bounded(shards);
         let mut from_bridge = from_bridge.into_iter();
         for (index, (socket, control)) in sockets.into_iter().zip(receivers).enumerate() {
             let setup = ShardSetup {
@@ -254,6 +255,7 @@ impl Server {
                 socket,
                 mesh: mesh.clone(),
                 control,
+                ready: ready.clone(),
                 from_bridge: from_bridge.next(),
             };
             if let Err(e) = server.spawn_shard(setup) {
@@ -261,8 +263,28 @@ impl Server {
                 return Err(e);
             }
         }
+        drop(ready);
+        server.wait_started(&started, shards)?;
         info!(addr = %local_addr, shards, "wse-server listening");
         Ok(server)
+    }
+
+    /// Waits until every shard has joined the rings and accepts, so that the server is
+    /// ready when `start` returns (a connection made right after it is served at once).
+    fn wait_started(&self, started: &flume::Receiver<usize>, shards: usize) -> Result<(), Error> {
+        let deadline = Instant::now() + STARTUP_LIMIT;
+        for _ in 0..shards {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = started.recv_timeout(left) {
+                self.shutdown(1011);
+                let reason = match e {
+                    flume::RecvTimeoutError::Timeout => "shards not ready in time",
+                    flume::RecvTimeoutError::Disconnected => "a shard stopped while starting",
+                };
+                return Err(Error::Executor { shard: shards, reason: reason.into() });
+            }
+        }
+        Ok(())
     }
 
     /// The address the shards listen on (the real port when 0 was configured).
@@ -374,3 +396,6 @@ fn warn_if_over_fd_limit(max_connections: usize) {
         warn!(limit, max_connections, "max_connections is above the open-file limit");
     }
 }
+
+/// Longest a start waits for its shards to join the rings and accept.
+const STARTUP_LIMIT: Duration = Duration::from_secs(30);

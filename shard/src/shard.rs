@@ -86,6 +86,8 @@ pub(crate) struct ShardSetup {
     pub socket: socket2::Socket,
     pub mesh: MeshSetup,
     pub control: flume::Receiver<Control>,
+    /// Told the shard's index once it has joined the rings and accepts.
+    pub ready: flume::Sender<usize>,
     /// What the Redis bridge hands this shard; `None` without Redis.
     pub from_bridge: Option<flume::Receiver<FromBridge>>,
 }
@@ -160,6 +162,7 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
         spawn_local(housekeeping(Rc::clone(&shard))).detach();
         let listener = crate::listener::into_glommio(setup.socket);
         let accept = spawn_local(accept_loop(Rc::clone(&shard), listener));
+        let _ = setup.ready.send(index);
         let code = control_loop(&shard, &setup.control).await;
         drop(accept);
         shard.drain(code).await;
