@@ -175,8 +175,20 @@ py-test: venv py-build ## pytest for py/: RustWSEServer, router mode and the exa
 py-bench: venv py-build ## messages/s one Python thread drains from 100 clients: ours and wse-server 2.5.1
 	scripts/py-bench.sh
 
+.PHONY: bench-venv
+bench-venv: ## create .venv-bench, CPython 3.12 with the Python peers of loadbench (wse-server 2.5.1)
+	scripts/setup-bench-venv.sh
+
+.PHONY: bench-quick
+bench-quick: deps bench-venv py-build ## side-by-side smoke of every loadbench scenario (~1.5 min; checks no loss, not speed)
+	scripts/loadbench.sh quick
+
+.PHONY: bench-full
+bench-full: deps bench-venv py-build ## the side-by-side figures of bench/README.md (~12 min here; tunes and restores sysctls)
+	scripts/loadbench.sh full
+
 .PHONY: test
-test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test pyclient-test pyclient-compat tsclient-e2e conformance ## every check CI runs
+test: deps venv fmt-check width-check lint-scripts tsclient-test clippy doc unit smoke py-lint py-test pyclient-test pyclient-compat tsclient-e2e conformance bench-quick ## every check CI runs
 
 .PHONY: test-long
 test-long: test conformance-wstest ## test, then the slower suites

@@ -8,6 +8,7 @@
 #   the scale-out tests (issue #6) start their own Redis: redis-server
 #   the TypeScript client's browser test and demo screenshot (headless, through
 #   playwright-core; no browser download): chromium, and fonts-dejavu-core for page text
+#   (also the text of loadbench's PNG charts, read at run time by ab_glyph)
 #   (Node 20 and npm come with the machine image; the tsclient targets check the version.)
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail

@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install the pinned tools from scripts/requirements-dev.txt.
 # Idempotent: does nothing when the venv already matches the requirements file.
+# Other venvs reuse it: VENV, REQUIREMENTS, PYTHON and PYTHON_VERSION (as `3.12`) override
+# the defaults (scripts/setup-bench-venv.sh does).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-venv=.venv
-requirements=scripts/requirements-dev.txt
+venv="${VENV:-.venv}"
+requirements="${REQUIREMENTS:-scripts/requirements-dev.txt}"
 stamp="$venv/.requirements.sha256"
-python="${PYTHON:-python3.11}"
+version="${PYTHON_VERSION:-3.11}"
+python="${PYTHON:-python$version}"
 
 # A venv left by another interpreter version is rebuilt rather than patched.
 if [[ -x "$venv/bin/python" ]] &&
-  ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-  echo "setup-venv: $venv is not Python 3.11, recreating it"
+  ! "$venv/bin/python" -c "import sys; sys.exit('%d.%d' % sys.version_info[:2] != '$version')"; then
+  echo "setup-venv: $venv is not Python $version, recreating it"
   rm -rf "$venv"
 fi
 if [[ ! -x "$venv/bin/python" ]]; then

@@ -11,12 +11,11 @@
 //! binary that open their share, report on stdout, and hold it until stdin closes.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use crate::ws::{self, Client, Handshake, Keys};
+use crate::ws::{self, Client, Dial, Handshake, Keys, BINARY, TEXT};
 
 /// Idle connections opened by [`open`].
 #[derive(Debug, Default)]
@@ -50,15 +49,9 @@ pub struct Holder {
     stdin: Option<ChildStdin>,
 }
 
-/// Opens `count` connections to `path` on `addr`, `window` handshakes at a time.
-/// `timeout` bounds each connect, read and write.
-pub fn open(
-    addr: SocketAddr,
-    path: &str,
-    count: usize,
-    window: usize,
-    timeout: Duration,
-) -> Opened {
+/// Opens `count` connections as `dial` says, `window` handshakes at a time. `timeout`
+/// bounds each connect, read and write.
+pub fn open(dial: &Dial, count: usize, window: usize, timeout: Duration) -> Opened {
     let mut opened = Opened { clients: Vec::with_capacity(count), ..Opened::default() };
     let mut keys = match Keys::new() {
         Ok(keys) => keys,
@@ -73,8 +66,8 @@ pub fn open(
         // Put one window of upgrades on the wire, then collect the answers.
         let batch = left.min(window.max(1));
         left -= batch;
-        for _ in 0..batch {
-            match Handshake::start(addr, path, &mut keys, timeout) {
+        for index in count - left - batch..count - left {
+            match Handshake::dial(dial, index, &mut keys, timeout) {
                 Ok(handshake) => pending.push(handshake),
                 Err(e) => opened.fail(&e, 1),
             }
@@ -122,6 +115,14 @@ impl Holder {
     /// Starts `exe` with `args` (which must make it call [`hold`]) and waits for its
     /// report; the connections stay open until the holder is dropped.
     pub fn spawn(exe: &Path, args: &[String]) -> io::Result<(Holder, Report)> {
+        let mut holder = Holder::launch(exe, args)?;
+        let report = holder.report()?;
+        Ok((holder, report))
+    }
+
+    /// Starts `exe` with `args` without waiting: several holders then open their
+    /// connections at the same time. [`Holder::report`] waits for the result.
+    pub fn launch(exe: &Path, args: &[String]) -> io::Result<Holder> {
         let mut child = Command::new(exe)
             .args(args)
             .stdin(Stdio::piped())
@@ -129,14 +130,17 @@ impl Holder {
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdin = child.stdin.take();
-        let mut holder = Holder { child, stdin };
-        let stdout = holder.child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?;
+        Ok(Holder { child, stdin })
+    }
+
+    /// Waits until the holder has opened its connections and reads its report (once).
+    pub fn report(&mut self) -> io::Result<Report> {
+        let stdout = self.child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let report = Report::parse(&line).ok_or_else(|| {
+        Report::parse(&line).ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidData, format!("holder said {line:?}"))
-        })?;
-        Ok((holder, report))
+        })
     }
 }
 
@@ -149,15 +153,9 @@ impl Drop for Holder {
 
 /// The child side of [`Holder`]: opens the connections, prints the report line, and holds
 /// them until stdin reaches end of file. Returns the report.
-pub fn hold(
-    addr: SocketAddr,
-    path: &str,
-    count: usize,
-    window: usize,
-    timeout: Duration,
-) -> Report {
+pub fn hold(dial: &Dial, count: usize, window: usize, timeout: Duration) -> Report {
     let rss_before_kib = crate::host::own_rss_kib().unwrap_or(0);
-    let opened = open(addr, path, count, window, timeout);
+    let opened = open(dial, count, window, timeout);
     for error in &opened.errors {
         eprintln!("holder {}: {error}", std::process::id());
     }
@@ -185,10 +183,6 @@ fn greeted(handshake: Handshake) -> Result<Client, ws::Error> {
 
 /// First word of a holder's report line.
 const READY: &str = "ready";
-/// Text frame opcode.
-const TEXT: u8 = 1;
-/// Binary frame opcode.
-const BINARY: u8 = 2;
 /// Failures kept word for word.
 const MAX_ERRORS: usize = 5;
 

@@ -7,11 +7,13 @@
 //!
 //! - [`ws`]: a minimal blocking WebSocket client whose idle connection is one socket;
 //! - [`clients`]: opening many connections in windows, in this process or in children;
+//! - [`fanout`]: one topic's subscribers checked by offsets, and their publisher;
 //! - [`server`]: the server child process, its address, `GET /health`, SIGTERM;
 //! - [`host`]: facts about the machine and process memory from `/proc`;
 //! - [`report`]: results as a Markdown table or JSON.
 
 pub mod clients;
+pub mod fanout;
 pub mod host;
 pub mod report;
 pub mod server;

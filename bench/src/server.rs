@@ -1,16 +1,18 @@
-//! A `wse-server` child process under a benchmark's control.
+//! A server child process under a benchmark's control: `wse-server` or a peer.
 //!
 //! Place: the benchmark starts the engine itself, so that it knows the exact command, the
 //! process id whose memory it reads, and that nothing else shares the server. This module
-//! spawns it, learns its address from the `wse-server listening on ADDR` line on stdout,
-//! asks `GET /health`, and stops it with SIGTERM (SIGKILL after a deadline). The server's
-//! log (stderr) goes to a file so that it does not mix with the benchmark's table.
+//! spawns it, learns its address from the `NAME listening on ADDR` line on stdout (which
+//! `wse-server` and every peer of `loadbench` print), asks `GET /health` (wse-server only),
+//! and stops it: stdin closed (the peers' signal to exit), then SIGTERM, then SIGKILL after
+//! a deadline. The server's log (stderr) goes to a file so that it does not mix with the
+//! benchmark's table.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,8 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Server {
     child: Child,
+    /// Held open while the server runs: peers exit when it closes.
+    stdin: Option<ChildStdin>,
     /// Where the server listens.
     pub addr: SocketAddr,
     /// The server's stderr.
@@ -62,7 +66,7 @@ impl Server {
         let log_file = File::create(&log).map_err(spawn_error)?;
         let mut child = Command::new(binary)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -71,8 +75,9 @@ impl Server {
             let _ = child.kill();
             return Err(Error::NotListening(Duration::ZERO));
         };
+        let stdin = child.stdin.take();
         match wait_for_address(stdout, START_DEADLINE) {
-            Some(addr) => Ok(Server { child, addr, log }),
+            Some(addr) => Ok(Server { child, stdin, addr, log }),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -94,6 +99,7 @@ impl Server {
     /// Sends SIGTERM and waits up to `deadline` for the exit; then SIGKILL. Returns the exit
     /// status and whether the server had to be killed.
     pub fn stop(mut self, deadline: Duration) -> io::Result<(ExitStatus, bool)> {
+        drop(self.stdin.take());
         let pid = self.pid().to_string();
         // `kill` the program rather than libc: the workspace denies unsafe code.
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -144,7 +150,7 @@ fn wait_for_address(stdout: impl Read + Send + 'static, deadline: Duration) -> O
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix(LISTENING) {
+            if let Some((_, addr)) = line.split_once(LISTENING) {
                 let _ = tx.send(addr.trim().parse::<SocketAddr>().ok());
             }
         }
@@ -161,8 +167,8 @@ fn json_number(body: &str, name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The line `wse-server` prints once every shard listens.
-const LISTENING: &str = "wse-server listening on ";
+/// What `wse-server` (once every shard listens) and the peers print before their address.
+const LISTENING: &str = " listening on ";
 /// How long the server may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Connect and read limit of a health request.

@@ -12,11 +12,14 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use nix::sys::socket::setsockopt;
+use nix::sys::socket::sockopt::IpBindAddressNoPort;
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Why a connection could not be opened or a frame not read.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,21 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
+/// Where and how a client connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dial {
+    /// The server.
+    pub addr: SocketAddr,
+    /// Request target: the WebSocket path and its query.
+    pub path: String,
+    /// A JWT sent as `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// Local addresses the connections are bound to in turn (empty: the OS picks). Each
+    /// source address has its own 64K ports towards one server address; the port is chosen
+    /// at connect time (`IP_BIND_ADDRESS_NO_PORT`), so binding does not use one up early.
+    pub sources: Vec<IpAddr>,
+}
+
 /// An upgrade request on the wire whose answer has not been read yet.
 #[derive(Debug)]
 pub struct Handshake {
@@ -83,6 +101,18 @@ pub struct Keys {
     urandom: File,
 }
 
+impl Dial {
+    /// Connects to `addr` for `path`, with no token and the source address the OS picks.
+    pub fn new(addr: SocketAddr, path: &str) -> Dial {
+        Dial { addr, path: path.to_owned(), token: None, sources: Vec::new() }
+    }
+
+    /// The source address of connection number `index`: the sources taken in turn.
+    fn source(&self, index: usize) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[index % self.sources.len()])
+    }
+}
+
 impl Handshake {
     /// Connects to `addr` and sends the upgrade request for `path` with a new key from
     /// `keys`. Every later read or write on the socket gives up after `timeout`.
@@ -92,16 +122,32 @@ impl Handshake {
         keys: &mut Keys,
         timeout: Duration,
     ) -> Result<Handshake, Error> {
+        Handshake::dial(&Dial::new(addr, path), 0, keys, timeout)
+    }
+
+    /// Like [`Handshake::start`] for connection number `index` of `dial`: from its source
+    /// address for that index, with its token as `Authorization: Bearer`.
+    pub fn dial(
+        dial: &Dial,
+        index: usize,
+        keys: &mut Keys,
+        timeout: Duration,
+    ) -> Result<Handshake, Error> {
         let key = keys.fresh().map_err(|source| Error::Io { step: "key", source })?;
         let io = |step| move |source| Error::Io { step, source };
-        let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io("connect"))?;
+        let mut stream = connect(dial.addr, dial.source(index), timeout).map_err(io("connect"))?;
         stream.set_read_timeout(Some(timeout)).map_err(io("connect"))?;
         stream.set_write_timeout(Some(timeout)).map_err(io("connect"))?;
         stream.set_nodelay(true).map_err(io("connect"))?;
+        let (addr, path) = (dial.addr, &dial.path);
+        let authorization = match &dial.token {
+            Some(token) => format!("Authorization: Bearer {token}\r\n"),
+            None => String::new(),
+        };
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\n{authorization}\r\n"
         );
         stream.write_all(request.as_bytes()).map_err(io("upgrade request"))?;
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -162,9 +208,26 @@ impl Client {
     }
 }
 
+/// A TCP connection to `addr`, from `source` when given.
+fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> io::Result<TcpStream> {
+    let Some(source) = source else { return TcpStream::connect_timeout(&addr, timeout) };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    setsockopt(&socket, IpBindAddressNoPort, &true)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
 /// A masked client text frame carrying `payload`, masked with `key` (RFC 6455 §5.3).
 pub fn masked_text(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![0x81];
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    push_masked(&mut out, TEXT, payload, key);
+    out
+}
+
+/// Appends one final masked client frame of `opcode` (1 text, 2 binary) to `out`.
+pub fn push_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], key: [u8; 4]) {
+    out.push(0x80 | opcode);
     let len = payload.len();
     if len < 126 {
         out.push(0x80 | len as u8);
@@ -177,7 +240,6 @@ pub fn masked_text(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     }
     out.extend_from_slice(&key);
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
 }
 
 impl Keys {
@@ -267,6 +329,12 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, step: &'static str) -> R
     Ok(())
 }
 
+/// Text frame opcode.
+pub const TEXT: u8 = 1;
+/// Binary frame opcode.
+pub const BINARY: u8 = 2;
+/// Close frame opcode.
+pub const CLOSE: u8 = 8;
 /// Bytes read from the socket at a time.
 const HEAD_CHUNK: usize = 1024;
 /// Longest response head accepted.

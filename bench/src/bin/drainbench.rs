@@ -28,7 +28,7 @@ use clap::Parser;
 use sonic_rs::JsonValueTrait;
 use wse_bench::host::{self, Machine};
 use wse_bench::report::{Record, Value};
-use wse_bench::ws::{Client, Keys};
+use wse_bench::ws::{push_masked, Client, Keys, CLOSE, TEXT};
 use wse_shard::{App, Config, ConnId, Event, EventKind, Server};
 
 /// Events per second through the application's drain.
@@ -232,7 +232,7 @@ fn spawn_sender(
             buf.clear();
             for _ in 0..64.min(count - n) {
                 let text = format!(r#"{{"t":"m","p":{{"n":{n},"pad":"{padding}"}}}}"#);
-                masked_text(text.as_bytes(), &mut buf);
+                push_masked(&mut buf, TEXT, text.as_bytes(), MASK_KEY);
                 n += 1;
             }
             if write_all(&mut stream, &buf).is_err() {
@@ -254,27 +254,8 @@ fn write_all(stream: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
     stream.write_all(buf)
 }
 
-/// Appends a masked text frame (RFC 6455 §5.3; a fixed key is enough for a benchmark).
-fn masked_text(payload: &[u8], out: &mut Vec<u8>) {
-    let key = [0x37, 0xfa, 0x21, 0x3d];
-    out.push(0x81);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65_536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-}
-
-/// The Close opcode.
-const CLOSE: u8 = 0x8;
+/// The masking key of every client frame (a fixed key is enough for a benchmark).
+const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
 fn rate(events: u64, took: Duration) -> u64 {
     if took.is_zero() {

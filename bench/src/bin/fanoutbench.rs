@@ -18,21 +18,19 @@
 //! Exit status: 0 when every measured mode lost nothing, 1 otherwise, 2 when the run could
 //! not be set up.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nix::poll::{poll, PollFd, PollFlags};
 use wse_bench::clients;
+use wse_bench::fanout::{Publisher, Readers};
 use wse_bench::host::{self, Machine};
 use wse_bench::report::{Record, Value};
 use wse_bench::server::Server;
-use wse_bench::ws::{self, Client, Keys};
+use wse_bench::ws::{Client, Dial, Keys};
 
 /// Fan-out throughput and memory of wse-server for one topic.
 #[derive(Debug, Parser)]
@@ -161,16 +159,19 @@ fn measure(args: &Args, mode: Mode) -> Result<Measured, String> {
     if mode == Mode::Msgpack && !offers_msgpack(server.addr, timeout)? {
         return Err("not available: server_ready says features.msgpack is false".into());
     }
-    let opened = clients::open(server.addr, path, args.subscribers, 32, timeout);
+    let opened = clients::open(&Dial::new(server.addr, path), args.subscribers, 32, timeout);
     if opened.failed > 0 {
         return Err(format!("{} subscribers failed: {:?}", opened.failed, opened.errors));
     }
     let readers = Readers::start(opened.clients, args.reader_threads)?;
-    let mut publisher = Publisher::open(server.addr, args.payload, timeout)?;
+    let dial = Dial::new(server.addr, "/wse");
+    let mut publisher = Publisher::open(&dial, "bench", args.payload, timeout)?;
     let pid = server.pid();
 
     // Throughput: every subscriber must reach the last offset.
-    readers.wait_subscribed(&server, args.subscribers as u64, timeout)?;
+    if let Err(e) = readers.wait_subscribed(args.subscribers as u64, timeout) {
+        return Err(format!("{e} ({:?})", server.health()));
+    }
     let started = Instant::now();
     let run = Duration::from_secs_f64(args.seconds);
     let rss_steady_kib = publisher.run_sampling(&readers, run, args.window, pid, u64::MAX)?;
@@ -267,305 +268,6 @@ fn dropped(server: &Server) -> f64 {
         .filter(|l| l.starts_with("wse_dropped_messages_total{"))
         .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
         .sum()
-}
-
-/// Subscribers' sockets, read by a few threads; each checks its offsets.
-struct Readers {
-    /// Next offset each subscriber expects (= publications it received in order).
-    next: Arc<Vec<AtomicU64>>,
-    /// Offsets that were not the expected one (gaps, repeats), per subscriber.
-    errors: Arc<Vec<AtomicU64>>,
-    /// Subscription answers seen.
-    subscribed: Arc<AtomicU64>,
-    /// Subscribers no longer read (index into `next`).
-    stalled: Arc<Vec<AtomicBool>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// One subscriber as its reader thread holds it.
-struct Sub {
-    index: usize,
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Readers {
-    fn start(clients: Vec<Client>, threads: usize) -> Result<Readers, String> {
-        let n = clients.len();
-        let counters = || Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
-        let readers = Readers {
-            next: counters(),
-            errors: counters(),
-            subscribed: Arc::new(AtomicU64::new(0)),
-            stalled: Arc::new((0..n).map(|_| AtomicBool::new(false)).collect()),
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-        };
-        let mut shares: Vec<Vec<Sub>> = (0..threads).map(|_| Vec::new()).collect();
-        for (index, client) in clients.into_iter().enumerate() {
-            let (stream, buf) = client.into_parts();
-            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-            shares[index % threads].push(Sub { index, stream, buf });
-        }
-        let mut readers = readers;
-        for share in shares {
-            let (next, errors, subscribed) = (
-                Arc::clone(&readers.next),
-                Arc::clone(&readers.errors),
-                Arc::clone(&readers.subscribed),
-            );
-            let (stalled, stop) = (Arc::clone(&readers.stalled), Arc::clone(&readers.stop));
-            readers.threads.push(std::thread::spawn(move || {
-                read_loop(share, &next, &errors, &subscribed, &stalled, &stop);
-            }));
-        }
-        Ok(readers)
-    }
-
-    /// Waits until every subscriber's subscription answer arrived.
-    fn wait_subscribed(&self, server: &Server, n: u64, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        while self.subscribed.load(Ordering::Relaxed) < n {
-            if Instant::now() > deadline {
-                let health = server.health().map_err(|e| e.to_string())?;
-                return Err(format!(
-                    "only {} of {n} subscribed ({health:?})",
-                    self.subscribed.load(Ordering::Relaxed)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-
-    /// The lowest next offset among the subscribers that are read.
-    fn slowest(&self) -> u64 {
-        let live = self.next.iter().zip(self.stalled.iter());
-        live.filter(|(_, s)| !s.load(Ordering::Relaxed))
-            .map(|(n, _)| n.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(u64::MAX)
-    }
-
-    /// Waits (bounded) until every read subscriber has `count` publications.
-    fn wait_for(&self, count: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.slowest() < count && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn delivered(&self) -> u64 {
-        self.next.iter().map(|n| n.load(Ordering::Relaxed)).sum()
-    }
-
-    /// Publications not received in order by read subscribers.
-    fn lost(&self, published: u64) -> u64 {
-        let missing: u64 =
-            self.next.iter().map(|n| published.saturating_sub(n.load(Ordering::Relaxed))).sum();
-        missing + self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum::<u64>()
-    }
-
-    fn stall(&self, index: usize) {
-        self.stalled[index].store(true, Ordering::Relaxed);
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Polls this thread's sockets and parses what arrives, until `stop`.
-fn read_loop(
-    mut subs: Vec<Sub>,
-    next: &[AtomicU64],
-    errors: &[AtomicU64],
-    subscribed: &AtomicU64,
-    stalled: &[AtomicBool],
-    stop: &AtomicBool,
-) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut ready = Vec::new();
-    // Bytes read during the upgrade may already hold the subscription answer.
-    for sub in &mut subs {
-        parse_frames(sub, next, errors, subscribed);
-    }
-    while !stop.load(Ordering::Relaxed) {
-        ready.clear();
-        {
-            let live: Vec<usize> = (0..subs.len())
-                .filter(|&i| !stalled[subs[i].index].load(Ordering::Relaxed))
-                .collect();
-            let mut fds: Vec<PollFd<'_>> =
-                live.iter().map(|&i| PollFd::new(&subs[i].stream, PollFlags::POLLIN)).collect();
-            if poll(&mut fds, 50).is_err() {
-                continue;
-            }
-            for (k, fd) in fds.iter().enumerate() {
-                if (*fd).revents().is_some_and(|r| !r.is_empty()) {
-                    ready.push(live[k]);
-                }
-            }
-        }
-        for &i in &ready {
-            let sub = &mut subs[i];
-            loop {
-                match sub.stream.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => sub.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
-                }
-            }
-            parse_frames(sub, next, errors, subscribed);
-        }
-    }
-}
-
-/// Checks every complete frame in `sub`'s buffer and keeps the rest.
-fn parse_frames(sub: &mut Sub, next: &[AtomicU64], errors: &[AtomicU64], subscribed: &AtomicU64) {
-    let mut used = 0;
-    while let Ok(Some((frame, n))) = ws::parse_frame(&sub.buf[used..]) {
-        used += n;
-        match offset_of(&frame.payload) {
-            Some(Stamp::Offset(o)) => {
-                if o != next[sub.index].load(Ordering::Relaxed) {
-                    errors[sub.index].fetch_add(1, Ordering::Relaxed);
-                }
-                next[sub.index].store(o + 1, Ordering::Relaxed);
-            }
-            Some(Stamp::Subscribed) => {
-                subscribed.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {}
-        }
-    }
-    sub.buf.drain(..used);
-}
-
-/// What a frame told the reader.
-enum Stamp {
-    /// A publication with this offset.
-    Offset(u64),
-    /// The answer to the subscription.
-    Subscribed,
-}
-
-/// The offset of a publication frame in any of the three formats.
-fn offset_of(payload: &[u8]) -> Option<Stamp> {
-    if let Some(body) = payload.strip_prefix(b"C:") {
-        // One decompressor and output buffer per reader thread: a fresh 1 MiB buffer per
-        // frame made the readers, not the server, the bottleneck of the compression mode.
-        return INFLATE.with(|cell| {
-            let (inflater, out) = &mut *cell.borrow_mut();
-            let n = inflater.zlib_decompress(body, out).ok()?;
-            json_stamp(&out[..n])
-        });
-    }
-    if let Some(mut body) = payload.strip_prefix(b"M:") {
-        let value = rmpv::decode::read_value(&mut body).ok()?;
-        let map = value.as_map()?;
-        let get = |key: &str| map.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v);
-        if get("t").and_then(|t| t.as_str()) == Some("subscription_update") {
-            return Some(Stamp::Subscribed);
-        }
-        return get("o").and_then(rmpv::Value::as_u64).map(Stamp::Offset);
-    }
-    json_stamp(payload)
-}
-
-thread_local! {
-    /// A reader thread's zlib decompressor and its output buffer (the server's 1 MiB
-    /// message limit).
-    static INFLATE: std::cell::RefCell<(libdeflater::Decompressor, Vec<u8>)> =
-        std::cell::RefCell::new((libdeflater::Decompressor::new(), vec![0u8; 1 << 20]));
-}
-
-/// The stamp of a JSON envelope: the number after its last `"o":`, or a subscription answer.
-fn json_stamp(text: &[u8]) -> Option<Stamp> {
-    if text.starts_with(br#"{"c":"WSE","t":"subscription_update""#) {
-        return Some(Stamp::Subscribed);
-    }
-    let at = text.windows(4).rposition(|w| w == br#""o":"#)? + 4;
-    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
-    let mut n = 0u64;
-    let mut any = false;
-    for &d in digits {
-        n = n * 10 + u64::from(d - b'0');
-        any = true;
-    }
-    any.then_some(Stamp::Offset(n))
-}
-
-/// The publishing connection.
-struct Publisher {
-    stream: TcpStream,
-    pad: String,
-    sent: u64,
-    /// Bytes of publish frames written by the latest run.
-    bytes_since_mark: u64,
-    key: u32,
-}
-
-impl Publisher {
-    fn open(addr: SocketAddr, payload: usize, timeout: Duration) -> Result<Publisher, String> {
-        let mut keys = Keys::new().map_err(|e| e.to_string())?;
-        let mut client =
-            Client::connect(addr, "/wse", &mut keys, timeout).map_err(|e| e.to_string())?;
-        client.read_frame().map_err(|e| e.to_string())?;
-        let (stream, _) = client.into_parts();
-        // The server's answers (heartbeats) are never read; a large buffer keeps them.
-        let pad = "x".repeat(payload);
-        Ok(Publisher { stream, pad, sent: 0, bytes_since_mark: 0, key: 0x9e37_79b9 })
-    }
-
-    /// Publishes for `duration`, never more than `window` ahead of the slowest reader, and
-    /// ending early once `bytes` were written; samples `VmRSS` of `pid` (when not 0) every
-    /// 50 ms and returns the largest sample.
-    fn run_sampling(
-        &mut self,
-        readers: &Readers,
-        duration: Duration,
-        window: u64,
-        pid: u32,
-        bytes: u64,
-    ) -> Result<Option<u64>, String> {
-        let end = Instant::now() + duration;
-        let mut max_rss = None;
-        let mut sampled = Instant::now();
-        self.bytes_since_mark = 0;
-        while Instant::now() < end && self.bytes_since_mark < bytes {
-            if pid != 0 && sampled.elapsed() >= Duration::from_millis(50) {
-                max_rss = max_rss.max(host::vm_rss_kib(pid));
-                sampled = Instant::now();
-            }
-            let room = (readers.slowest() + window).saturating_sub(self.sent);
-            if room == 0 {
-                std::thread::yield_now();
-                continue;
-            }
-            let mut batch = Vec::new();
-            for _ in 0..room.min(16) {
-                let text = format!(
-                    r#"{{"t":"publish","p":{{"topic":"bench","data":{{"n":{},"pad":"{}"}}}}}}"#,
-                    self.sent, self.pad
-                );
-                self.key = self.key.rotate_left(5) ^ 0x2545_f491;
-                batch.extend(ws::masked_text(text.as_bytes(), self.key.to_be_bytes()));
-                self.sent += 1;
-            }
-            self.stream.write_all(&batch).map_err(|e| format!("publish: {e}"))?;
-            self.bytes_since_mark += batch.len() as u64;
-        }
-        if pid != 0 {
-            max_rss = max_rss.max(host::vm_rss_kib(pid));
-        }
-        Ok(max_rss)
-    }
 }
 
 /// The row of one mode.

@@ -25,6 +25,7 @@ use wse_bench::clients::{self, Holder, Opened, Report};
 use wse_bench::host::{self, Machine, Rollup};
 use wse_bench::report::{Record, Value};
 use wse_bench::server::{self, Server};
+use wse_bench::ws::Dial;
 
 /// Resident memory of wse-server per idle WebSocket connection.
 #[derive(Debug, Parser)]
@@ -77,7 +78,8 @@ fn main() -> ExitCode {
     let timeout = Duration::from_secs_f64(args.timeout.max(0.1));
     if let Some(addr) = args.hold {
         let window = args.handshake_window;
-        let report = clients::hold(addr, &args.path, args.connections, window, timeout);
+        let dial = Dial::new(addr, &args.path);
+        let report = clients::hold(&dial, args.connections, window, timeout);
         return if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     match run(&args, timeout) {
@@ -203,7 +205,7 @@ fn server_args(args: &Args) -> Vec<String> {
 /// Opens and closes a few rounds of connections, then waits until the server counts none.
 fn warm_up(server: &Server, path: &str, window: usize, timeout: Duration) -> Result<(), String> {
     for _ in 0..WARM_UP_ROUNDS {
-        let opened = clients::open(server.addr, path, WARM_UP, window, timeout);
+        let opened = clients::open(&Dial::new(server.addr, path), WARM_UP, window, timeout);
         if opened.failed > 0 {
             return Err(format!("warm-up connections failed: {:?}", opened.errors));
         }
@@ -231,7 +233,7 @@ fn hold(args: &Args, addr: SocketAddr, timeout: Duration) -> Result<Held, String
     if n <= args.clients_per_process {
         let rss_before_kib = host::own_rss_kib().unwrap_or(0);
         let Opened { clients, failed, errors } =
-            clients::open(addr, &args.path, n, window, timeout);
+            clients::open(&Dial::new(addr, &args.path), n, window, timeout);
         errors.iter().for_each(|e| eprintln!("membench: connection failed: {e}"));
         let rss_after_kib = host::own_rss_kib().unwrap_or(0);
         let opened = clients.len();

@@ -23,21 +23,19 @@
 //!
 //! Exit status: 0 when nothing was lost, 1 otherwise, 2 when the run could not be set up.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use nix::poll::{poll, PollFd, PollFlags};
 use wse_bench::clients;
+use wse_bench::fanout::{Publisher, Readers};
 use wse_bench::host::{self, Machine};
 use wse_bench::report::{Record, Value};
 use wse_bench::server::Server;
-use wse_bench::ws::{self, Client, Keys};
+use wse_bench::ws::{self, Client, Dial, Keys};
 
 /// Fan-out throughput of wse-server scaled out through Redis, beside a single instance.
 #[derive(Debug, Parser)]
@@ -185,26 +183,35 @@ fn measure(args: &Args, setup: Setup) -> Result<Measured, String> {
         servers.push(server);
     }
 
-    // Subscribers round-robin over the instances; readers know each one's instance.
+    // Subscribers spread over the instances, the first instance's first: the deliveries to
+    // the others are the cross-instance ones.
     let timeout = Duration::from_secs(10);
     let mut subs = Vec::new();
+    let mut on_first = 0;
     for (i, server) in servers.iter().enumerate() {
         let count = args.subscribers / instances + usize::from(i < args.subscribers % instances);
-        let opened = clients::open(server.addr, "/wse?topics=bench", count, 32, timeout);
+        let dial = Dial::new(server.addr, "/wse?topics=bench");
+        let opened = clients::open(&dial, count, 32, timeout);
         if opened.failed > 0 {
             return Err(format!("{} subscribers failed: {:?}", opened.failed, opened.errors));
         }
-        subs.extend(opened.clients.into_iter().map(|c| (i, c)));
+        if i == 0 {
+            on_first = opened.clients.len();
+        }
+        subs.extend(opened.clients);
     }
     let readers = Readers::start(subs, args.reader_threads)?;
     readers.wait_subscribed(args.subscribers as u64, timeout)?;
-    let mut publisher = Publisher::open(servers[0].addr, args.payload, timeout)?;
+    let dial = Dial::new(servers[0].addr, "/wse");
+    let mut publisher = Publisher::open(&dial, "bench", args.payload, timeout)?;
 
     let started = Instant::now();
-    publisher.run(&readers, Duration::from_secs_f64(args.seconds), args.window)?;
+    let run = Duration::from_secs_f64(args.seconds);
+    publisher.run_sampling(&readers, run, args.window, 0, u64::MAX)?;
     readers.wait_for(publisher.sent, Duration::from_secs(30));
     let seconds = started.elapsed().as_secs_f64();
-    let (deliveries, cross) = (readers.delivered(), readers.delivered_away_from(0));
+    let deliveries = readers.delivered();
+    let cross = deliveries - readers.delivered_to(0..on_first);
     let lost = readers.lost(publisher.sent);
     readers.stop();
     let samples = args.latency_samples;
@@ -371,214 +378,6 @@ impl Drop for RedisChild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Subscribers' sockets, read by a few threads; each checks its offsets.
-struct Readers {
-    /// Next offset each subscriber expects (= publications it received in order).
-    next: Arc<Vec<AtomicU64>>,
-    /// Offsets that were not the expected one (gaps, repeats), per subscriber.
-    errors: Arc<Vec<AtomicU64>>,
-    /// The instance each subscriber is connected to.
-    instance: Vec<usize>,
-    /// Subscription answers seen.
-    subscribed: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// One subscriber as its reader thread holds it.
-struct Sub {
-    index: usize,
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// What a reader thread updates.
-#[derive(Clone)]
-struct Counters {
-    next: Arc<Vec<AtomicU64>>,
-    errors: Arc<Vec<AtomicU64>>,
-    subscribed: Arc<AtomicU64>,
-}
-
-impl Readers {
-    fn start(clients: Vec<(usize, Client)>, threads: usize) -> Result<Readers, String> {
-        let n = clients.len();
-        let counters = || Arc::new((0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
-        let mut readers = Readers {
-            next: counters(),
-            errors: counters(),
-            instance: clients.iter().map(|(i, _)| *i).collect(),
-            subscribed: Arc::new(AtomicU64::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-            threads: Vec::new(),
-        };
-        let mut shares: Vec<Vec<Sub>> = (0..threads).map(|_| Vec::new()).collect();
-        for (index, (_, client)) in clients.into_iter().enumerate() {
-            let (stream, buf) = client.into_parts();
-            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-            shares[index % threads].push(Sub { index, stream, buf });
-        }
-        for share in shares {
-            let counters = Counters {
-                next: Arc::clone(&readers.next),
-                errors: Arc::clone(&readers.errors),
-                subscribed: Arc::clone(&readers.subscribed),
-            };
-            let stop = Arc::clone(&readers.stop);
-            readers.threads.push(std::thread::spawn(move || read_loop(share, &counters, &stop)));
-        }
-        Ok(readers)
-    }
-
-    fn wait_subscribed(&self, n: u64, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        while self.subscribed.load(Ordering::Relaxed) < n {
-            if Instant::now() > deadline {
-                let got = self.subscribed.load(Ordering::Relaxed);
-                return Err(format!("only {got} of {n} subscribed"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-
-    fn slowest(&self) -> u64 {
-        self.next.iter().map(|n| n.load(Ordering::Relaxed)).min().unwrap_or(u64::MAX)
-    }
-
-    fn wait_for(&self, count: u64, within: Duration) {
-        let deadline = Instant::now() + within;
-        while self.slowest() < count && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn delivered(&self) -> u64 {
-        self.next.iter().map(|n| n.load(Ordering::Relaxed)).sum()
-    }
-
-    /// Deliveries to subscribers of instances other than `origin`.
-    fn delivered_away_from(&self, origin: usize) -> u64 {
-        let each = self.next.iter().zip(&self.instance);
-        each.filter(|(_, &i)| i != origin).map(|(n, _)| n.load(Ordering::Relaxed)).sum()
-    }
-
-    fn lost(&self, published: u64) -> u64 {
-        let missing: u64 =
-            self.next.iter().map(|n| published.saturating_sub(n.load(Ordering::Relaxed))).sum();
-        missing + self.errors.iter().map(|e| e.load(Ordering::Relaxed)).sum::<u64>()
-    }
-
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Polls this thread's sockets and checks what arrives, until `stop`.
-fn read_loop(mut subs: Vec<Sub>, counters: &Counters, stop: &AtomicBool) {
-    let mut chunk = vec![0u8; 64 * 1024];
-    for sub in &mut subs {
-        parse_frames(sub, counters);
-    }
-    let mut ready = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        ready.clear();
-        {
-            let mut fds: Vec<PollFd<'_>> =
-                subs.iter().map(|s| PollFd::new(&s.stream, PollFlags::POLLIN)).collect();
-            if poll(&mut fds, 50).is_err() {
-                continue;
-            }
-            let hit = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-            ready.extend(fds.iter().enumerate().filter(|(_, fd)| hit(fd)).map(|(i, _)| i));
-        }
-        for &i in &ready {
-            let sub = &mut subs[i];
-            loop {
-                match sub.stream.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => sub.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => break,
-                }
-            }
-            parse_frames(sub, counters);
-        }
-    }
-}
-
-/// Checks every complete frame in `sub`'s buffer and keeps the rest.
-fn parse_frames(sub: &mut Sub, counters: &Counters) {
-    let mut used = 0;
-    while let Ok(Some((frame, n))) = ws::parse_frame(&sub.buf[used..]) {
-        used += n;
-        let text = &frame.payload;
-        if text.starts_with(br#"{"c":"WSE","t":"subscription_update""#) {
-            counters.subscribed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let Some(offset) = offset_of(text) else { continue };
-        if offset != counters.next[sub.index].load(Ordering::Relaxed) {
-            counters.errors[sub.index].fetch_add(1, Ordering::Relaxed);
-        }
-        counters.next[sub.index].store(offset + 1, Ordering::Relaxed);
-    }
-    sub.buf.drain(..used);
-}
-
-/// The number after the last `"o":` of a JSON publication.
-fn offset_of(text: &[u8]) -> Option<u64> {
-    let at = text.windows(4).rposition(|w| w == br#""o":"#)? + 4;
-    let digits: Vec<u8> = text[at..].iter().copied().take_while(u8::is_ascii_digit).collect();
-    std::str::from_utf8(&digits).ok()?.parse().ok()
-}
-
-/// The publishing connection.
-struct Publisher {
-    stream: TcpStream,
-    pad: String,
-    sent: u64,
-    key: u32,
-}
-
-impl Publisher {
-    fn open(addr: SocketAddr, payload: usize, timeout: Duration) -> Result<Publisher, String> {
-        let mut keys = Keys::new().map_err(|e| e.to_string())?;
-        let mut client =
-            Client::connect(addr, "/wse", &mut keys, timeout).map_err(|e| e.to_string())?;
-        client.read_frame().map_err(|e| e.to_string())?;
-        let (stream, _) = client.into_parts();
-        Ok(Publisher { stream, pad: "x".repeat(payload), sent: 0, key: 0x9e37_79b9 })
-    }
-
-    /// Publishes for `duration`, never more than `window` ahead of the slowest reader.
-    fn run(&mut self, readers: &Readers, duration: Duration, window: u64) -> Result<(), String> {
-        let end = Instant::now() + duration;
-        while Instant::now() < end {
-            let room = (readers.slowest() + window).saturating_sub(self.sent);
-            if room == 0 {
-                std::thread::yield_now();
-                continue;
-            }
-            let mut batch = Vec::new();
-            for _ in 0..room.min(16) {
-                let text = format!(
-                    r#"{{"t":"publish","p":{{"topic":"bench","data":{{"n":{},"pad":"{}"}}}}}}"#,
-                    self.sent, self.pad
-                );
-                self.key = self.key.rotate_left(5) ^ 0x2545_f491;
-                batch.extend(ws::masked_text(text.as_bytes(), self.key.to_be_bytes()));
-                self.sent += 1;
-            }
-            self.stream.write_all(&batch).map_err(|e| format!("publish: {e}"))?;
-        }
-        Ok(())
     }
 }
 
