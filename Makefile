@@ -146,6 +146,10 @@ drainbench: ## events per second through the application's drain (engine in-proc
 	cargo build --release -p wse-bench --bin drainbench
 	$(TARGET_DIR)/release/drainbench
 
+.PHONY: scaleout-bench
+scaleout-bench: deps build ## deliveries/s over 3 instances on Redis and 1,000 subscribers, beside one instance without Redis
+	$(TARGET_DIR)/release/scaleoutbench --server $(BIN)
+
 WHEELS := $(TARGET_DIR)/wheels
 
 .PHONY: py-build

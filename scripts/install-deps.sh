@@ -5,6 +5,7 @@
 #   .venv for the Python test tools (scripts/setup-venv.sh): python3-venv
 #   the linker for cargo, and wsaccel's C build for wstest: gcc, libc6-dev
 #   `make lint-scripts`: shellcheck
+#   the scale-out tests (issue #6) start their own Redis: redis-server
 #   the TypeScript client's browser test and demo screenshot (headless, through
 #   playwright-core; no browser download): chromium, and fonts-dejavu-core for page text
 #   (also the text of loadbench's PNG charts, read at run time by ab_glyph)
@@ -12,7 +13,7 @@
 #   a command-line client for manual checks, when apt has it: websocat
 set -euo pipefail
 
-packages=(python3-venv gcc libc6-dev shellcheck chromium fonts-dejavu-core)
+packages=(python3-venv gcc libc6-dev shellcheck redis-server chromium fonts-dejavu-core)
 optional=(websocat)
 
 main() {

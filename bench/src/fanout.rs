@@ -147,6 +147,12 @@ impl Readers {
         self.next.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
+    /// Publications received in order by the subscribers `subscribers` (indices in the
+    /// order [`Readers::start`] was given them).
+    pub fn delivered_to(&self, subscribers: std::ops::Range<usize>) -> u64 {
+        self.next.get(subscribers).map_or(0, |n| n.iter().map(|n| n.load(Ordering::Relaxed)).sum())
+    }
+
     /// Publications not received in order by read subscribers.
     pub fn lost(&self, published: u64) -> u64 {
         let live = self.next.iter().zip(self.stalled.iter());

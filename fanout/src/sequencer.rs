@@ -68,6 +68,15 @@ impl TopicSequencer {
         stamp
     }
 
+    /// A publication of `topic` was stamped elsewhere, under `epoch` (by Redis, the same on
+    /// every instance). The topic's local position, if any, is retired, so that its next
+    /// local stamp opens a new epoch that differs from `epoch`: clients then see the switch
+    /// to local stamping as an epoch change.
+    pub fn yield_to(&mut self, topic: &Arc<str>, epoch: u32, now: Instant) {
+        self.live.remove(&**topic);
+        self.retired.insert(Arc::clone(topic), Retired { epoch, since: now });
+    }
+
     /// The epoch of `topic` and the offset its next publication will get, or `None` when the
     /// topic is not live (never published, or evicted).
     pub fn position(&self, topic: &str) -> Option<(u32, u64)> {
@@ -237,6 +246,18 @@ mod tests {
         assert_eq!(distinct_epoch(u32::MAX, Some(u32::MAX)), 0);
         assert_eq!(distinct_epoch(3, Some(4)), 3);
         assert_eq!(distinct_epoch(3, None), 3);
+    }
+
+    #[test]
+    fn after_a_foreign_stamp_the_next_local_one_opens_a_different_epoch() {
+        let mut sequencer = TopicSequencer::new();
+        let now = Instant::now();
+        let news: Arc<str> = Arc::from("news");
+        sequencer.stamp("news", now, || 5);
+        sequencer.yield_to(&news, 9, now);
+        assert_eq!(sequencer.position("news"), None);
+        let stamp = sequencer.stamp("news", now, || 9);
+        assert_eq!((stamp.epoch, stamp.offset), (10, 0), "never the foreign epoch");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //!   the application interface ([`wse_shard::App`]): events are drained in batches
 //!   (`events`), calls go into the shards' bounded control rings. The GIL is released
 //!   around every wait on the engine; shard threads never touch a Python object.
+//! - `bridge::RedisBridge` lends router mode the engine's Redis bridge, so that uvicorn
+//!   workers fan out to each other through Redis as the engine's instances do.
 //! - `codecs` lends the protocol crate's codecs (compression, msgpack, E2E crypto,
 //!   signing, filters, JWT, topic names) to router mode, the pure-Python server that runs
 //!   inside a FastAPI application (`wse_server.router`), so that both speak the same bytes.
@@ -21,6 +23,7 @@
 // pyo3's macros expand to code the workspace lints would flag; they are not ours to fix.
 #![allow(unsafe_code, unreachable_pub)]
 
+mod bridge;
 mod codecs;
 mod errors;
 mod events;
@@ -35,6 +38,7 @@ use pyo3::prelude::*;
 fn _wse_accel(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", wse_shard::VERSION)?;
     m.add_class::<server::RustWSEServer>()?;
+    m.add_class::<bridge::RedisBridge>()?;
     errors::register(m)?;
     codecs::register(m)?;
     Ok(())

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::conversion::FromPyObjectOwned;
-use pyo3::exceptions::{PyNotImplementedError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
 use wse_protocol::auth::{JwtAlgorithm, JwtConfig, JwtValidator};
@@ -44,7 +44,7 @@ pub(crate) fn config(
     delivery(&mut args, &mut c)?;
     application(&mut args, &mut c)?;
     tls(&mut args, &mut c)?;
-    redis(&mut args)?;
+    redis(&mut args, &mut c)?;
     args.finish()?;
     c.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(c)
@@ -229,16 +229,29 @@ fn tls(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
     }
 }
 
-/// `redis_url`: accepted as `None` only until the Redis bridge exists.
-fn redis(a: &mut Args<'_>) -> PyResult<()> {
-    // TODO(#6): fan-out between processes through Redis; until then a URL is refused rather
-    // than ignored, so that nobody believes their instances are connected.
-    match a.text("redis_url")? {
-        None => Ok(()),
-        Some(_) => Err(PyNotImplementedError::new_err(
-            "redis_url: Redis fan-out is not available yet (issue #6); pass redis_url=None",
-        )),
+/// Scale-out through Redis: `redis_url` turns it on; the other `redis_*` settings as the
+/// `wse-server` flags of the same names (README, "Scale-out").
+fn redis(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
+    if let Some(url) = a.text("redis_url")? {
+        c.redis_url = Some(url.into());
     }
+    let r = &mut c.redis;
+    if let Some(prefix) = a.text("redis_prefix")? {
+        r.prefix = prefix;
+    }
+    if let Some(topics) = a.strings("redis_topics")? {
+        r.topics = topics;
+    }
+    a.secs("redis_timeout", &mut r.timeout)?;
+    if let Some(threshold) = a.get::<i64>("redis_breaker_threshold")? {
+        r.breaker_threshold = u32::try_from(threshold)
+            .ok()
+            .filter(|&t| t > 0)
+            .ok_or_else(|| bad("redis_breaker_threshold", "must be a positive integer"))?;
+    }
+    a.secs("redis_breaker_window", &mut r.breaker_window)?;
+    a.secs("redis_breaker_reset", &mut r.breaker_reset)?;
+    a.count("redis_dlq_buffer", &mut r.dlq_buffer, 1)
 }
 
 /// A close code the application may send (`disconnect`, `reject`, `drain`).

@@ -77,7 +77,9 @@ impl RustWSEServer {
             permessage_deflate=True, require_accept=False, max_inbound_queue_size=65536, \
             max_inbound_queue_bytes=67108864, control_capacity=65536, publish_timeout=1.0, \
             snapshot_timeout=5.0, max_connection_info_bytes=4096, tls_cert=None, \
-            tls_key=None, redis_url=None)"
+            tls_key=None, redis_url=None, redis_prefix='wse', redis_topics=None, \
+            redis_timeout=1.0, redis_breaker_threshold=10, redis_breaker_window=60.0, \
+            redis_breaker_reset=60.0, redis_dlq_buffer=10000)"
     )]
     fn new(host: &str, port: i64, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let config = options::config(host, port, options)?;
@@ -170,27 +172,7 @@ impl RustWSEServer {
     /// optionally `pri` and `cid`.
     fn send_event(&self, py: Python<'_>, conn_id: &str, event: &Bound<'_, PyAny>) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
-        let event = event
-            .cast::<PyMapping>()
-            .map_err(|_| PyTypeError::new_err("event must be a mapping with 't' and 'p'"))?;
-        let t: String = item(event, "t", "type")?
-            .ok_or_else(|| bad("event", "needs a 't' (or 'type') string"))?
-            .extract()
-            .map_err(|_| bad("event", "'t' must be a string"))?;
-        let payload = match item(event, "p", "payload")? {
-            Some(p) => payload::encode(&p)?,
-            None => "{}".to_owned(),
-        };
-        let pri = match item(event, "pri", "priority")? {
-            Some(pri) => {
-                priority(pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?)?
-            }
-            None => Priority::Normal,
-        };
-        let cid: Option<String> = match item(event, "cid", "correlation_id")? {
-            Some(cid) => Some(cid.extract().map_err(|_| bad("event", "'cid' must be a string"))?),
-            None => None,
-        };
+        let (t, payload, pri, cid) = event_parts(event)?;
         self.call(py, move |app| app.send_event(conn, &t, &payload, pri, cid.as_deref()))
     }
 
@@ -204,10 +186,10 @@ impl RustWSEServer {
         self.call(py, move |app| app.publish_request(request))
     }
 
-    /// As `broadcast_local`; also to other instances once Redis is configured.
+    /// As `broadcast_local`. With `redis_url`, both reach every instance for a topic that
+    /// travels (`redis_topics`): one topic has one order, stamped by Redis, so a publication
+    /// kept to this instance would need a stamp of its own (README, "Scale-out").
     fn broadcast(&self, py: Python<'_>, topic: &str, data: &str) -> PyResult<()> {
-        // TODO(#6): also publish through Redis when redis_url is set; until issue #6 there
-        // is no other instance to reach, so this is broadcast_local.
         self.broadcast_local(py, topic, data)
     }
 
@@ -234,7 +216,6 @@ impl RustWSEServer {
             pri,
             id: message_id.map(check_id).transpose()?,
         };
-        // TODO(#6): also to Redis when configured.
         check_json(&request.data)?;
         self.call(py, move |app| app.publish_request(request))
     }
@@ -425,6 +406,63 @@ impl RustWSEServer {
         Ok(self.app()?.prometheus())
     }
 
+    /// This instance's id among the instances on the same Redis; None without Redis.
+    fn instance_id(&self) -> PyResult<Option<String>> {
+        Ok(self.app()?.instance_id().map(str::to_owned))
+    }
+
+    /// The dead-letter queue: publications that could not reach the other instances.
+    #[pyo3(signature = (topic=None, limit=100))]
+    fn dlq_messages<'py>(
+        &self,
+        py: Python<'py>,
+        topic: Option<&str>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let limit = usize::try_from(limit)
+            .ok()
+            .filter(|&l| (1..=MAX_DLQ_LIST).contains(&l))
+            .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_DLQ_LIST}")))?;
+        let topic = topic.map(str::to_owned);
+        let letters = self.call(py, move |app| app.dlq_messages(topic.as_deref(), limit))?;
+        let list = PyList::empty(py);
+        for letter in letters {
+            let m = &letter.message;
+            let dict = PyDict::new(py);
+            dict.set_item("topic", &*m.topic)?;
+            dict.set_item("message_id", &*m.id)?;
+            dict.set_item("event_type", m.event_type.as_deref())?;
+            dict.set_item("payload", json_to_py(py, Some(&m.data))?)?;
+            dict.set_item("priority", m.pri.as_u8())?;
+            dict.set_item("timestamp_ms", m.ts_ms)?;
+            dict.set_item("instance_id", &letter.instance)?;
+            dict.set_item("failed_at_ms", letter.failed_ms)?;
+            dict.set_item("stored", letter.stored)?;
+            list.append(dict)?;
+        }
+        Ok(list)
+    }
+
+    /// Publishes a dead letter again through Redis; False when it is not stored.
+    fn replay_dlq_message(&self, py: Python<'_>, topic: &str, message_id: &str) -> PyResult<bool> {
+        self.call(py, move |app| app.replay_dlq_message(topic, message_id))
+    }
+
+    /// `send_event` to a connection of any instance on the same Redis.
+    fn send_event_to(
+        &self,
+        py: Python<'_>,
+        instance_id: &str,
+        conn_id: &str,
+        event: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let conn = parse_conn(conn_id)?;
+        let (t, payload, pri, cid) = event_parts(event)?;
+        self.call(py, move |app| {
+            app.send_event_to(instance_id, conn, &t, &payload, pri, cid.as_deref())
+        })
+    }
+
     fn __repr__(&self) -> String {
         let state = if self.is_running() { "running" } else { "stopped" };
         format!(
@@ -471,6 +509,31 @@ impl RustWSEServer {
             server.join(limit)
         })
     }
+}
+
+/// The parts of a WSE message given as a mapping: `t` (or `type`), `p` (or `payload`),
+/// and optionally `pri` and `cid`.
+fn event_parts(event: &Bound<'_, PyAny>) -> PyResult<(String, String, Priority, Option<String>)> {
+    let event = event
+        .cast::<PyMapping>()
+        .map_err(|_| PyTypeError::new_err("event must be a mapping with 't' and 'p'"))?;
+    let t: String = item(event, "t", "type")?
+        .ok_or_else(|| bad("event", "needs a 't' (or 'type') string"))?
+        .extract()
+        .map_err(|_| bad("event", "'t' must be a string"))?;
+    let payload = match item(event, "p", "payload")? {
+        Some(p) => payload::encode(&p)?,
+        None => "{}".to_owned(),
+    };
+    let pri = match item(event, "pri", "priority")? {
+        Some(pri) => priority(pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?)?,
+        None => Priority::Normal,
+    };
+    let cid: Option<String> = match item(event, "cid", "correlation_id")? {
+        Some(cid) => Some(cid.extract().map_err(|_| bad("event", "'cid' must be a string"))?),
+        None => None,
+    };
+    Ok((t, payload, pri, cid))
 }
 
 /// A `Mapping`'s value under `key`, or under `alias` when `key` is absent.
@@ -551,3 +614,5 @@ fn priority(value: i64) -> PyResult<Priority> {
 
 /// The most events one `drain_inbound` call may ask for.
 const MAX_BATCH: usize = 1 << 20;
+/// The most dead letters one `dlq_messages` call lists (1,000 per topic are kept).
+const MAX_DLQ_LIST: usize = 100_000;

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -83,3 +85,77 @@ def hs256_token(sub: str, **claims: object) -> str:
     signing_input = f"{header}.{payload}".encode()
     sig = hmac.new(JWT_SECRET.encode(), signing_input, hashlib.sha256).digest()
     return f"{header}.{payload}.{b64(sig)}"
+
+
+class RedisServer:
+    """A real `redis-server` (the Debian package) on a free loopback port, no
+    persistence; killed (SIGKILL) and restarted on the same port to play an outage."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            args += ["--appendonly", "no", "--protected-mode", "no"]
+            self.process = subprocess.Popen(
+                ["redis-server", *args],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while time.monotonic() < deadline and self.process.poll() is None:
+                if self._pong():
+                    return
+                time.sleep(0.02)
+            assert time.monotonic() < deadline, (
+                f"redis-server did not start on {self.port}"
+            )
+            time.sleep(0.1)  # the port was still taken: try again
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(7) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A `redis-server` of the test's own; `make deps` installs the package."""
+    server = RedisServer()
+    yield server
+    server.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], bool], within: float = 10.0, what: str = "") -> None:
+    """Polls `check` every 20 ms until it holds; fails after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.02)

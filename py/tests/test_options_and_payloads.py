@@ -73,7 +73,9 @@ from wse_server import RustWSEServer, dumps, to_jsonable
             TypeError,
             "unexpected keyword argument 'no_such_option'",
         ),
-        ({"redis_url": "redis://x"}, NotImplementedError, "issue #6"),
+        ({"redis_url": "http://x"}, ValueError, "redis_url"),
+        ({"redis_url": "redis://x", "redis_prefix": "a b"}, ValueError, "redis_prefix"),
+        ({"redis_timeout": 0}, ValueError, "redis_timeout"),
     ],
 )
 def test_bad_options_are_refused_with_the_argument_named(
@@ -130,6 +132,8 @@ def test_the_signature_lists_every_option_with_its_default() -> None:
     assert params["max_inbound_queue_size"].default == 65_536
     assert params["publish_timeout"].default == 1.0
     assert params["redis_url"].default is None
+    assert params["redis_breaker_threshold"].default == 10
+    assert params["redis_breaker_reset"].default == 60.0
     for name, param in list(params.items())[2:]:
         assert param.kind is inspect.Parameter.KEYWORD_ONLY, name
 

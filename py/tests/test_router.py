@@ -397,8 +397,10 @@ def test_slow_consumer_is_closed_with_4503(serve: Serve) -> None:
 
 
 def test_configuration_is_checked() -> None:
-    with pytest.raises(NotImplementedError, match="issue #6"):
-        create_wse_router(WSEConfig(redis_url="redis://localhost:6379"))
+    with pytest.raises(ValueError, match="redis_url"):
+        create_wse_router(WSEConfig(redis_url="http://localhost:6379"))
+    with pytest.raises(ValueError, match="redis_timeout"):
+        WSEConfig(redis_timeout=0)
     with pytest.raises(ValueError, match="heartbeat_interval"):
         WSEConfig(heartbeat_interval=0)
     with pytest.raises(ValueError, match="max_message_size"):

@@ -20,6 +20,7 @@
 //! that is waiting.
 
 pub(crate) mod inbound;
+mod scaleout;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

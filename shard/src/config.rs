@@ -94,6 +94,84 @@ pub struct Config {
     pub max_connection_info_bytes: usize,
     /// Who is on each topic (PROTOCOL.md §7, §8, §10).
     pub presence: PresenceSettings,
+    /// Redis for scale-out (`redis://host:port/db`): publications of the travelling topics
+    /// reach every instance that uses the same Redis. `None`: the embedded default, one
+    /// instance with in-memory fan-out and no Redis at all.
+    pub redis_url: Option<RedisUrl>,
+    /// How the scale-out through Redis behaves (used only with `redis_url`).
+    pub redis: RedisSettings,
+}
+
+/// A Redis URL. Its `Debug` form hides the user and password, so that a printed
+/// configuration leaks no credentials; `as_str` gives the whole URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl RedisUrl {
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for RedisUrl {
+    fn from(url: &str) -> Self {
+        RedisUrl(url.to_owned())
+    }
+}
+
+impl From<String> for RedisUrl {
+    fn from(url: String) -> Self {
+        RedisUrl(url)
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = &self.0;
+        let shown = match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://<credentials>{}", &url[..scheme], &url[at..])
+            }
+            _ => url.clone(),
+        };
+        write!(f, "RedisUrl({shown:?})")
+    }
+}
+
+/// Scale-out through Redis; see the `--redis-*` flags and the README, "Scale-out".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Prefix of every Redis channel and key, so that deployments can share a Redis.
+    pub prefix: String,
+    /// Globs of the topics whose publications travel between instances; the others stay
+    /// on the instance they were published on.
+    pub topics: Vec<String>,
+    /// Connect and response timeout of each Redis call; a publication that has not come
+    /// back through Redis within four times this is delivered locally.
+    pub timeout: Duration,
+    /// Failed Redis calls within `breaker_window` that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How far back failures count.
+    pub breaker_window: Duration,
+    /// How long the breaker stays open before one probe call.
+    pub breaker_reset: Duration,
+    /// Dead letters kept in memory while Redis is unreachable (oldest dropped past it).
+    pub dlq_buffer: usize,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            prefix: "wse".to_owned(),
+            topics: vec!["*".to_owned()],
+            timeout: Duration::from_secs(1),
+            breaker_threshold: 10,
+            breaker_window: Duration::from_secs(60),
+            breaker_reset: Duration::from_secs(60),
+            dlq_buffer: 10_000,
+        }
+    }
 }
 
 /// Presence (PROTOCOL.md §7, §10); see the `--presence*` flags. Off by default, as in the
@@ -306,6 +384,8 @@ impl Default for Config {
             snapshot_timeout: Duration::from_secs(5),
             max_connection_info_bytes: 4096,
             presence: PresenceSettings::default(),
+            redis_url: None,
+            redis: RedisSettings::default(),
         }
     }
 }
@@ -384,7 +464,29 @@ impl Config {
         if self.publish_timeout == zero || self.snapshot_timeout == zero {
             return bad("publish_timeout and snapshot_timeout must be positive".into());
         }
+        if let Some(bridge) = self.bridge_config() {
+            bridge.validate().map_err(|e| Error::Config(e.to_string()))?;
+        }
         self.security.validate()
+    }
+
+    /// The Redis bridge's settings, with a fresh instance id; `None` without `redis_url`
+    /// or in echo mode.
+    pub fn bridge_config(&self) -> Option<wse_fanout::bridge::BridgeConfig> {
+        let url = self.redis_url.as_ref().filter(|_| !self.echo)?.as_str();
+        let mut bridge = wse_fanout::bridge::BridgeConfig::new(url);
+        let r = &self.redis;
+        bridge.prefix.clone_from(&r.prefix);
+        bridge.topics.clone_from(&r.topics);
+        bridge.timeout = r.timeout;
+        bridge.breaker = wse_fanout::bridge::BreakerSettings {
+            threshold: r.breaker_threshold,
+            window: r.breaker_window,
+            reset: r.breaker_reset,
+        };
+        bridge.dlq_buffer = r.dlq_buffer;
+        bridge.history_ttl = self.history.ttl;
+        Some(bridge)
     }
 
     /// Number of shards (one per configured core).
@@ -603,6 +705,32 @@ pub struct Cli {
     /// Most members listed per topic; 0 is no limit [default: 0].
     #[arg(long, env = "WSE_PRESENCE_MAX_MEMBERS")]
     pub presence_max_members: Option<usize>,
+    /// Redis URL for scale-out (`redis://[:password@]host:port/db`): publications reach every
+    /// instance on the same Redis. Without it the server uses no Redis at all.
+    #[arg(long, env = "WSE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis channels and keys [default: wse].
+    #[arg(long, env = "WSE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Topics (globs, comma-separated) whose publications travel between instances
+    /// [default: *].
+    #[arg(long, env = "WSE_REDIS_TOPICS", value_delimiter = ',')]
+    pub redis_topics: Option<Vec<String>>,
+    /// Seconds a Redis call may take (connect or answer) [default: 1].
+    #[arg(long, env = "WSE_REDIS_TIMEOUT")]
+    pub redis_timeout: Option<f64>,
+    /// Failed Redis calls within the breaker window that open the breaker [default: 10].
+    #[arg(long, env = "WSE_REDIS_BREAKER_THRESHOLD")]
+    pub redis_breaker_threshold: Option<u32>,
+    /// Seconds back that failed Redis calls count [default: 60].
+    #[arg(long, env = "WSE_REDIS_BREAKER_WINDOW")]
+    pub redis_breaker_window: Option<f64>,
+    /// Seconds the breaker stays open before it probes Redis [default: 60].
+    #[arg(long, env = "WSE_REDIS_BREAKER_RESET")]
+    pub redis_breaker_reset: Option<f64>,
+    /// Dead letters kept in memory while Redis is unreachable [default: 10000].
+    #[arg(long, env = "WSE_REDIS_DLQ_BUFFER")]
+    pub redis_dlq_buffer: Option<usize>,
     /// PEM certificate chain: serve wss:// (needs --tls-key).
     #[arg(long, env = "WSE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -690,6 +818,14 @@ impl Cli {
             presence: self.presence.then_some(true),
             presence_max_data_size: self.presence_max_data_size,
             presence_max_members: self.presence_max_members,
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            redis_topics: self.redis_topics.clone(),
+            redis_timeout: self.redis_timeout,
+            redis_breaker_threshold: self.redis_breaker_threshold,
+            redis_breaker_window: self.redis_breaker_window,
+            redis_breaker_reset: self.redis_breaker_reset,
+            redis_dlq_buffer: self.redis_dlq_buffer,
         }
     }
 }
@@ -762,6 +898,14 @@ struct Overrides {
     presence: Option<bool>,
     presence_max_data_size: Option<usize>,
     presence_max_members: Option<usize>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    redis_topics: Option<Vec<String>>,
+    redis_timeout: Option<f64>,
+    redis_breaker_threshold: Option<u32>,
+    redis_breaker_window: Option<f64>,
+    redis_breaker_reset: Option<f64>,
+    redis_dlq_buffer: Option<usize>,
 }
 
 impl Overrides {
@@ -800,6 +944,7 @@ impl Overrides {
         set_secs(&mut c.close_timeout, self.close_timeout, "close_timeout")?;
         set_cores(&mut c.cores, self.cores.take(), self.shards)?;
         self.apply_history(&mut c)?;
+        self.apply_redis(&mut c)?;
         self.apply_security(&mut c.security)?;
         set(&mut c.compression.threshold, self.compression_threshold);
         set(&mut c.compression.level, self.compression_level);
@@ -823,6 +968,20 @@ impl Overrides {
         set_secs(&mut h.ttl, self.history_ttl, "history_ttl")?;
         set(&mut c.dedup_window, self.dedup_window);
         set_secs(&mut c.dedup_window_age, self.dedup_window_age, "dedup_window_age")
+    }
+
+    fn apply_redis(&mut self, c: &mut Config) -> Result<(), Error> {
+        if let Some(url) = self.redis_url.take() {
+            c.redis_url = Some(RedisUrl(url));
+        }
+        let r = &mut c.redis;
+        set(&mut r.prefix, self.redis_prefix.take());
+        set(&mut r.topics, self.redis_topics.take());
+        set(&mut r.breaker_threshold, self.redis_breaker_threshold);
+        set(&mut r.dlq_buffer, self.redis_dlq_buffer);
+        set_secs(&mut r.timeout, self.redis_timeout, "redis_timeout")?;
+        set_secs(&mut r.breaker_window, self.redis_breaker_window, "redis_breaker_window")?;
+        set_secs(&mut r.breaker_reset, self.redis_breaker_reset, "redis_breaker_reset")
     }
 
     fn apply_security(&mut self, s: &mut Security) -> Result<(), Error> {
@@ -1096,6 +1255,39 @@ mod tests {
         assert!(cli(&["--presence-max-data-size", "0"]).is_err());
         let lonely = Config { require_accept: true, ..Config::default() };
         assert!(lonely.validate().is_err(), "require_accept without an application");
+    }
+
+    #[test]
+    fn redis_is_off_by_default_and_flags_set_it() {
+        let c = cli(&[]).expect("defaults are valid");
+        assert!(c.redis_url.is_none() && c.bridge_config().is_none());
+        assert_eq!(c.redis, RedisSettings::default());
+        assert_eq!(c.redis.breaker_threshold, 10);
+        assert_eq!(c.redis.breaker_reset, Duration::from_secs(60));
+        let c = cli(&[
+            "--redis-url",
+            "redis://:hunter2@127.0.0.1:6390/2",
+            "--redis-topics",
+            "chat.*,news",
+            "--redis-breaker-threshold",
+            "3",
+            "--redis-breaker-reset",
+            "0.5",
+            "--history-ttl",
+            "30",
+        ])
+        .expect("valid");
+        let bridge = c.bridge_config().expect("redis on");
+        assert_eq!(bridge.topics, ["chat.*", "news"]);
+        assert_eq!(bridge.breaker.threshold, 3);
+        assert_eq!(bridge.breaker.reset, Duration::from_millis(500));
+        assert_eq!(bridge.history_ttl, Duration::from_secs(30));
+        assert!(!format!("{c:?}").contains("hunter2"), "the password stays out of Debug");
+        assert!(cli(&["--redis-url", "http://nope"]).is_err());
+        assert!(cli(&["--redis-url", "redis://h", "--redis-topics", "bad topic"]).is_err());
+        assert!(cli(&["--redis-url", "redis://h", "--redis-prefix", "a*"]).is_err());
+        assert!(cli(&["--redis-url", "redis://h", "--redis-breaker-threshold", "0"]).is_err());
+        assert!(cli(&["--redis-timeout", "0"]).is_err());
     }
 
     #[test]

@@ -29,8 +29,9 @@ mod transport;
 use std::net::SocketAddr;
 
 pub use app::{App, ConnectionInfo, Event, EventKind, PresenceKind};
-pub use config::Config;
+pub use config::{Config, RedisUrl};
 pub use server::{Control, Server};
+pub use wse_fanout::bridge::{BreakerState, BridgeStatus, DeadLetter};
 pub use wse_fanout::ids::ConnId;
 pub use wse_fanout::presence::{MemberView, TopicStats};
 pub use wse_protocol::envelope::Priority;
@@ -89,6 +90,15 @@ pub enum Error {
     /// message says which. Nothing was sent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A scale-out call was made, but the server runs without Redis
+    /// ([`Config::redis_url`] is unset).
+    #[error("the server runs without redis_url: there is no scale-out")]
+    NoRedis,
+    /// The Redis bridge failed a call or could not start: Redis is unreachable (retry
+    /// later; local delivery goes on), a Redis command failed, the bridge did not answer
+    /// in time, or its thread could not be started. The inner error says which.
+    #[error(transparent)]
+    ScaleOut(#[from] wse_fanout::Error),
 }
 
 /// The version reported in `server_hello`, `/health` and `--version`.

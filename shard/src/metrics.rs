@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use wse_fanout::bridge::{BreakerState, BridgeStats, BridgeStatus};
 use wse_fanout::history::{Evictions, Reason};
-use wse_protocol::envelope::Priority;
+use wse_protocol::envelope::{ObjectWriter, Priority};
 
 /// Why the engine closed or lost a connection; one counter each, per shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,11 +464,12 @@ impl Metrics {
         self.shards.iter().map(|m| field(m).load(Ordering::Relaxed)).sum()
     }
 
-    /// The `GET /health` body.
-    pub fn health_json(&self, now: Instant, version: &str) -> String {
+    /// The `GET /health` body; `redis`, a JSON object, is added as the `redis` member.
+    pub fn health_json(&self, now: Instant, version: &str, redis: Option<&str>) -> String {
+        let redis = redis.map(|r| format!(",\"redis\":{r}")).unwrap_or_default();
         format!(
             "{{\"status\":\"ok\",\"version\":\"{version}\",\"shards\":{},\"connections\":{},\
-             \"handshaking\":{},\"uptime_seconds\":{}}}",
+             \"handshaking\":{},\"uptime_seconds\":{}{redis}}}",
             self.shards.len(),
             self.connections(),
             self.sum(|m| &m.handshaking),
@@ -670,6 +672,110 @@ impl Metrics {
     }
 }
 
+/// The `redis` member of `GET /health`: the instance id, the breaker, the connections and
+/// the dead letters waiting locally.
+pub fn redis_health(status: &BridgeStatus) -> String {
+    let mut out = Vec::with_capacity(192);
+    let mut w = ObjectWriter::new(&mut out);
+    w.string("instance", &status.instance).string("breaker", status.breaker.label());
+    w.boolean("publisher_connected", status.publisher_connected);
+    w.boolean("subscribed", status.subscribed).boolean("accepting", status.accepting);
+    w.uint("dlq_buffered", status.dlq_buffered as u64);
+    w.finish();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The `wse_redis_*` series of the Redis bridge.
+pub fn redis_prometheus(stats: &BridgeStats, out: &mut String) {
+    let state = BreakerState::from_index(BridgeStats::get(&stats.breaker_state) as usize);
+    let _ = writeln!(
+        out,
+        "# HELP wse_redis_breaker_state Redis circuit breaker: 1 for the current state.\n\
+         # TYPE wse_redis_breaker_state gauge"
+    );
+    for s in BreakerState::ALL {
+        let _ = writeln!(
+            out,
+            "wse_redis_breaker_state{{state=\"{}\"}} {}",
+            s.label(),
+            u8::from(s == state)
+        );
+    }
+    let gauges: [(&str, &str, &AtomicU64); 4] = [
+        (
+            "wse_redis_publisher_connected",
+            "1 while the publishing connection is up.",
+            &stats.publisher_connected,
+        ),
+        ("wse_redis_subscribed", "1 while the subscription is up.", &stats.subscribed),
+        ("wse_redis_pending", "Publications waiting to come back through Redis.", &stats.pending),
+        ("wse_redis_dlq_buffered", "Dead letters waiting locally for Redis.", &stats.dlq_buffered),
+    ];
+    for (name, help, gauge) in gauges {
+        let v = BridgeStats::get(gauge);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let counters: [(&str, &str, &AtomicU64); 17] = [
+        (
+            "wse_redis_published_total",
+            "Publications Redis stamped for this instance.",
+            &stats.published,
+        ),
+        (
+            "wse_redis_round_trips_total",
+            "Pipelined round trips that carried them.",
+            &stats.round_trips,
+        ),
+        ("wse_redis_received_total", "Publications of other instances received.", &stats.received),
+        ("wse_redis_echoed_total", "Own publications delivered from Redis.", &stats.echoed),
+        (
+            "wse_redis_fallbacks_total",
+            "Own publications delivered locally instead.",
+            &stats.fallbacks,
+        ),
+        (
+            "wse_redis_own_dropped_total",
+            "Own messages back from Redis after local delivery.",
+            &stats.own_dropped,
+        ),
+        (
+            "wse_redis_dead_letters_total",
+            "Publications that could not be sent.",
+            &stats.dead_letters,
+        ),
+        ("wse_redis_dlq_written_total", "Dead letters written to Redis.", &stats.dlq_written),
+        ("wse_redis_dlq_dropped_total", "Dead letters lost to a full buffer.", &stats.dlq_dropped),
+        ("wse_redis_replays_total", "Dead letters replayed.", &stats.replays),
+        ("wse_redis_failures_total", "Redis calls that failed.", &stats.failures),
+        ("wse_redis_connects_total", "Connections made to Redis.", &stats.connects),
+        (
+            "wse_redis_breaker_opened_total",
+            "Times the circuit breaker opened.",
+            &stats.breaker_opened,
+        ),
+        (
+            "wse_redis_direct_sent_total",
+            "Direct messages sent to other instances.",
+            &stats.direct_sent,
+        ),
+        (
+            "wse_redis_direct_received_total",
+            "Direct messages from other instances.",
+            &stats.direct_received,
+        ),
+        (
+            "wse_redis_direct_dropped_total",
+            "Direct messages not delivered to Redis or an instance.",
+            &stats.direct_dropped,
+        ),
+        ("wse_redis_malformed_total", "Unreadable messages on our channels.", &stats.malformed),
+    ];
+    for (name, help, counter) in counters {
+        let v = BridgeStats::get(counter);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+}
+
 /// The `priority` label of a level.
 fn priority_label(pri: Priority) -> &'static str {
     match pri {
@@ -726,7 +832,7 @@ mod tests {
     fn health_is_json_with_connection_count() {
         let m = Metrics::new(1, Instant::now());
         ShardMetrics::add(&m.shards[0].connections, 2);
-        let body = m.health_json(Instant::now(), "0.1.0");
+        let body = m.health_json(Instant::now(), "0.1.0", None);
         assert!(body.starts_with("{\"status\":\"ok\""));
         assert!(body.contains("\"connections\":2"));
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 use tracing::{info, warn};
+use wse_fanout::bridge::{Bridge, BridgeHandle, FromBridge};
 use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::{MeshSetup, PublishRequest};
 use wse_fanout::presence::{MemberView, TopicStats};
@@ -23,7 +24,7 @@ use wse_protocol::envelope::Priority;
 use crate::app::inbound::Inbound;
 use crate::app::{App, ConnectionInfo};
 use crate::gate::HandshakeGate;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::security::Guard;
 use crate::shard::{self, ShardSetup};
 use crate::{listener, tls, Config, Error};
@@ -165,6 +166,8 @@ pub struct Server {
     joins: Vec<ExecutorJoinHandle<()>>,
     shared: Arc<Shared>,
     app: App,
+    /// The Redis bridge's threads; `None` without Redis.
+    bridge: Option<Bridge>,
 }
 
 /// State every shard can read: the configuration, counters and the admission limits.
@@ -183,21 +186,27 @@ pub(crate) struct Shared {
     pub inbound: Option<Arc<Inbound>>,
     /// Per shard, the signal that the application made room in its ring.
     pub rooms: Vec<flume::Receiver<()>>,
+    /// The way to the Redis bridge; `None` without Redis (`redis_url`).
+    pub bridge: Option<BridgeHandle>,
 }
 
 impl Shared {
-    /// The `GET /health` body.
+    /// The `GET /health` body, with the Redis bridge's state when there is one.
     pub(crate) fn health_json(&self) -> String {
-        self.metrics.health_json(Instant::now(), crate::VERSION)
+        let redis = self.bridge.as_ref().map(|bridge| metrics::redis_health(&bridge.status()));
+        self.metrics.health_json(Instant::now(), crate::VERSION, redis.as_deref())
     }
 
-    /// The `GET /metrics` body, with the depth of the inbound rings.
+    /// The `GET /metrics` body, with the depth of the inbound rings and the bridge's series.
     pub(crate) fn prometheus(&self) -> String {
         let mut text = self.metrics.prometheus();
         let depth = self.inbound.as_ref().map_or(0, |i| i.depth());
         text.push_str("# HELP wse_inbound_queue_depth Events waiting for the application.\n");
         text.push_str("# TYPE wse_inbound_queue_depth gauge\n");
         text.push_str(&format!("wse_inbound_queue_depth {depth}\n"));
+        if let Some(bridge) = &self.bridge {
+            metrics::redis_prometheus(bridge.stats(), &mut text);
+        }
         text
     }
 }
@@ -220,6 +229,7 @@ impl Server {
         } else {
             (None, Vec::new())
         };
+        let (bridge, from_bridge) = start_bridge(&config, shards)?;
         let shared = Arc::new(Shared {
             gate: Arc::new(HandshakeGate::new(config.max_handshakes, config.max_handshakes_per_ip)),
             metrics: Metrics::new(shards, Instant::now()),
@@ -228,6 +238,7 @@ impl Server {
             guard,
             inbound,
             rooms,
+            bridge: bridge.as_ref().map(|b| b.handle().clone()),
             config,
         });
         let mesh = MeshSetup::new(shards, shared.config.ring_capacity);
@@ -235,11 +246,18 @@ impl Server {
         let (controls, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| flume::bounded(capacity)).unzip();
         let app = App::new(controls.clone(), Arc::clone(&shared));
-        let mut server = Server { local_addr, controls, joins: Vec::new(), shared, app };
+        let mut server = Server { local_addr, controls, joins: Vec::new(), shared, app, bridge };
         let (ready, started) = flume::bounded(shards);
+        let mut from_bridge = from_bridge.into_iter();
         for (index, (socket, control)) in sockets.into_iter().zip(receivers).enumerate() {
-            let setup =
-                ShardSetup { index, socket, mesh: mesh.clone(), control, ready: ready.clone() };
+            let setup = ShardSetup {
+                index,
+                socket,
+                mesh: mesh.clone(),
+                control,
+                ready: ready.clone(),
+                from_bridge: from_bridge.next(),
+            };
             if let Err(e) = server.spawn_shard(setup) {
                 server.shutdown(1011);
                 return Err(e);
@@ -302,6 +320,9 @@ impl Server {
         if let Some(inbound) = &self.shared.inbound {
             inbound.close();
         }
+        if let Some(bridge) = &self.shared.bridge {
+            bridge.stop();
+        }
         for control in &self.controls {
             if let Err(flume::TrySendError::Full(message)) =
                 control.try_send(Control::Shutdown { code })
@@ -314,6 +335,7 @@ impl Server {
 
     /// Waits for every shard to end, at most `limit`; `false` if some were still running.
     pub fn join(self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
         let (done_tx, done_rx) = flume::bounded(1);
         let joins = self.joins;
         std::thread::spawn(move || {
@@ -322,7 +344,11 @@ impl Server {
             }
             let _ = done_tx.send(());
         });
-        done_rx.recv_timeout(limit).is_ok()
+        let shards_done = done_rx.recv_deadline(deadline).is_ok();
+        let bridge_done = self
+            .bridge
+            .is_none_or(|bridge| bridge.stop(deadline.saturating_duration_since(Instant::now())));
+        shards_done && bridge_done
     }
 
     fn spawn_shard(&mut self, setup: ShardSetup) -> Result<(), Error> {
@@ -337,6 +363,26 @@ impl Server {
         Ok(())
     }
 }
+
+/// Starts the Redis bridge when the configuration asks for one: one channel from the bridge
+/// to each shard, whose receivers go to the shards.
+fn start_bridge(
+    config: &Config,
+    shards: usize,
+) -> Result<(Option<Bridge>, Vec<flume::Receiver<FromBridge>>), Error> {
+    let Some(bridge) = config.bridge_config() else { return Ok((None, Vec::new())) };
+    let (sinks, receivers): (Vec<_>, Vec<_>) =
+        (0..shards).map(|_| flume::bounded(BRIDGE_TO_SHARD)).unzip();
+    let instance = bridge.instance.clone();
+    let bridge = Bridge::start(bridge, sinks, shard::shard_of)?;
+    info!(instance, "redis scale-out on");
+    Ok((Some(bridge), receivers))
+}
+
+/// Capacity of the channel from the Redis bridge to each shard, in messages. Small, so
+/// that a shard behind on Redis's publications holds the bridge back (and Redis buffers,
+/// within its client output limit) instead of piling up here.
+const BRIDGE_TO_SHARD: usize = 1024;
 
 /// Warns when `max_connections` cannot be reached under the process's open-file limit.
 fn warn_if_over_fd_limit(max_connections: usize) {

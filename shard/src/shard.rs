@@ -25,6 +25,11 @@
 //! are judged here, before a publication is queued: the shard parses the publication's JSON
 //! at most once, and only when the topic has a filtered subscriber.
 //!
+//! Scale-out (`scaleout.rs`, only with `redis_url`): for a topic that travels between
+//! instances the owner does not stamp; Redis does, and the owner fans out what the Redis
+//! bridge hands back, with Redis's stamp, through the same encode-once path. While the
+//! bridge cannot route, the owner stamps under a local epoch as without Redis.
+//!
 //! Recovery: every publication reaches every shard, so [`Shard::deliver_local`] records it in
 //! the shard's history before queueing it for local subscribers, and [`Shard::recover`]
 //! replays from that history into one connection's queue in the same synchronous step in
@@ -33,6 +38,7 @@
 
 mod control;
 mod presence;
+mod scaleout;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -47,6 +53,7 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 use glommio::{spawn_local, timer::sleep};
 use tracing::{debug, info_span, trace, warn, Instrument};
 use wse_fanout::acl::TopicAcl;
+use wse_fanout::bridge::{FromBridge, Outgoing};
 use wse_fanout::dedup::DedupWindow;
 use wse_fanout::history::{self, History, Recovery};
 use wse_fanout::ids::ConnId;
@@ -71,6 +78,7 @@ use crate::metrics::{Codec, DropReason, ShardMetrics};
 use crate::outqueue::{Push, FRAME_OVERHEAD};
 use crate::security;
 use crate::server::{Control, Shared};
+use scaleout::{OwnerWork, ScaleOut};
 
 /// What a shard is started with.
 pub(crate) struct ShardSetup {
@@ -80,6 +88,8 @@ pub(crate) struct ShardSetup {
     pub control: flume::Receiver<Control>,
     /// Told the shard's index once it has joined the rings and accepts.
     pub ready: flume::Sender<usize>,
+    /// What the Redis bridge hands this shard; `None` without Redis.
+    pub from_bridge: Option<flume::Receiver<FromBridge>>,
 }
 
 /// A shard's state, shared by its tasks through an `Rc`.
@@ -121,6 +131,8 @@ pub(crate) struct Shard {
     pub stopping: Cell<bool>,
     /// This shard's end of the application's inbound ring; `None` without `app_events`.
     pub app: Option<ShardSide>,
+    /// Its part in the scale-out through Redis; `None` without Redis.
+    scale_out: Option<ScaleOut>,
     /// Connections waiting for the application's `accept` or `reject` (`require_accept`).
     pub waiting_accept: RefCell<HashMap<ConnId, Rc<Waiting>>>,
 }
@@ -143,7 +155,8 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
         let (owner_queue, owner_rx) = local_channel::new_bounded(OWNER_QUEUE);
         let (presence_out, presence_rx) = local_channel::new_unbounded();
         let queues = Queues { owner: owner_queue, presence: presence_out };
-        let shard = Rc::new(Shard::new(index, shared, rings, queues));
+        let scale_out = ScaleOut::new(&shared, setup.from_bridge);
+        let shard = Rc::new(Shard::new(index, shared, rings, queues, scale_out));
         spawn_local(owner_task(Rc::clone(&shard), owner_rx)).detach();
         spawn_local(presence::forward(Rc::clone(&shard), presence_rx)).detach();
         if let Some(room) = shard.shared.rooms.get(index).cloned() {
@@ -163,7 +176,13 @@ pub(crate) async fn run(shared: Arc<Shared>, setup: ShardSetup) {
 }
 
 impl Shard {
-    fn new(index: usize, shared: Arc<Shared>, rings: Rings, queues: Queues) -> Shard {
+    fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        rings: Rings,
+        queues: Queues,
+        scale_out: Option<ScaleOut>,
+    ) -> Shard {
         let config = &shared.config;
         let dedup = DedupWindow::new(config.dedup_window, config.dedup_window_age);
         let history = History::new(history_limits(&shared));
@@ -171,6 +190,7 @@ impl Shard {
         Shard {
             index,
             app,
+            scale_out,
             waiting_accept: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
             topics: RefCell::new(TopicIndex::default()),
@@ -226,10 +246,11 @@ impl Shard {
         }
     }
 
-    /// Stamps a publication of a topic this shard owns, encodes it once, and hands the same
-    /// bytes to local subscribers and to every other shard. A publisher-given id already seen
-    /// on the topic (the de-duplication window) drops the request before it takes an offset.
-    async fn stamp_and_fan_out(&self, request: PublishRequest) {
+    /// A publication of a topic this shard owns, as the owner task takes it: a
+    /// publisher-given id already seen on the topic (the de-duplication window) drops it
+    /// before it takes an offset; then it is stamped here, or, when the topic travels
+    /// between instances, by Redis (`scaleout.rs`).
+    pub(crate) async fn publish_owned(&self, request: PublishRequest) {
         let now = Instant::now();
         if let Some(id) = request.id.as_deref() {
             if !self.dedup.borrow_mut().first_time(&request.topic, id, now) {
@@ -237,19 +258,43 @@ impl Shard {
                 return trace!(topic = &*request.topic, "duplicate publication dropped");
             }
         }
-        let stamp = self.sequencer.borrow_mut().stamp(&request.topic, now, new_epoch);
-        let id = request.id.map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from);
-        let meta = PublicationMeta {
-            topic: &request.topic,
-            event_type: request.event_type.as_deref(),
-            id: &id,
-            now_ms: unix_ms(),
-            epoch: stamp.epoch,
-            offset: stamp.offset,
+        let message = Outgoing {
+            id: request.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string().into()),
+            topic: request.topic,
+            event_type: request.event_type,
+            data: request.data,
             pri: request.pri,
+            ts_ms: unix_ms(),
         };
-        let mut json = Vec::with_capacity(request.data.len() + 160);
-        envelope::publication(&meta, &request.data, &mut json);
+        match &self.scale_out {
+            Some(scale_out) if scale_out.bridge.travels(&message.topic) => {
+                self.route(scale_out, message).await;
+            }
+            _ => self.stamp_locally(&message).await,
+        }
+    }
+
+    /// Stamps `message` with this shard's sequencer and fans it out.
+    async fn stamp_locally(&self, message: &Outgoing) {
+        let topic = &message.topic;
+        let stamp = self.sequencer.borrow_mut().stamp(topic, Instant::now(), new_epoch);
+        self.fan_out(message, stamp.epoch, stamp.offset).await;
+    }
+
+    /// Encodes a stamped publication once per wire format and hands the same bytes to
+    /// local subscribers and to every other shard.
+    async fn fan_out(&self, message: &Outgoing, epoch: u32, offset: u64) {
+        let meta = PublicationMeta {
+            topic: &message.topic,
+            event_type: message.event_type.as_deref(),
+            id: &message.id,
+            now_ms: message.ts_ms,
+            epoch,
+            offset,
+            pri: message.pri,
+        };
+        let mut json = Vec::with_capacity(message.data.len() + 160);
+        envelope::publication(&meta, &message.data, &mut json);
         // Converted whenever any msgpack connection is open, whether or not one subscribes
         // to this topic: the trade-off the module docs explain (knowing per topic would take
         // state shared between shards).
@@ -259,7 +304,7 @@ impl Shard {
             .any_msgpack_connection()
             .then(|| self.encode_publication(&json))
             .flatten();
-        let t = request.event_type.as_deref().unwrap_or(&request.topic);
+        let t = message.event_type.as_deref().unwrap_or(&message.topic);
         let unsigned_len = json.len();
         let json = self.sign_if_selected(self.shared.guard.signing_key(), t, json);
         let sig_at = (json.len() != unsigned_len).then(|| unsigned_len - 1);
@@ -267,10 +312,10 @@ impl Shard {
         let frame = text_frame(&json);
         let json = frame.slice(frame.len() - json.len()..);
         let publication = Publication {
-            topic: stamp.topic,
-            pri: request.pri,
-            epoch: stamp.epoch,
-            offset: stamp.offset,
+            topic: Arc::clone(&message.topic),
+            pri: message.pri,
+            epoch,
+            offset,
             frame,
             json,
             sig_at,
@@ -656,14 +701,22 @@ impl Shard {
     }
 }
 
-/// Stamps publications and applies presence changes in arrival order; the only task that
-/// calls `stamp_and_fan_out`, so a topic's offsets leave this shard in the order they were
-/// assigned.
+/// Stamps publications, applies presence changes and takes what the Redis bridge hands this
+/// shard, each in arrival order; the only task that fans out as an owner, so a topic's
+/// offsets leave this shard in the order they were assigned.
 async fn owner_task(shard: Rc<Shard>, queue: local_channel::LocalReceiver<ToOwner>) {
-    while let Some(message) = queue.recv().await {
-        match message {
-            ToOwner::Publish(request) => shard.stamp_and_fan_out(request).await,
-            ToOwner::Presence(change) => shard.apply_presence(change).await,
+    loop {
+        let next = match &shard.scale_out {
+            Some(scale_out) => scale_out.next(&queue).await,
+            None => queue.recv().await.map(OwnerWork::Local),
+        };
+        match next {
+            Some(OwnerWork::Local(ToOwner::Publish(request))) => {
+                shard.publish_owned(request).await;
+            }
+            Some(OwnerWork::Local(ToOwner::Presence(change))) => shard.apply_presence(change).await,
+            Some(OwnerWork::Bridge(message)) => shard.take_from_bridge(message).await,
+            None => break,
         }
     }
 }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from wse_server._payload import dumps, loads, to_jsonable
 from wse_server._wse_accel import (
     InvalidTokenError,
+    RedisUnavailableError,
     RustWSEServer,
     ServerBusyError,
     ServerNotRunningError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EncryptionProvider",
     "InvalidTokenError",
+    "RedisUnavailableError",
     "RustWSEServer",
     "ServerBusyError",
     "ServerNotRunningError",

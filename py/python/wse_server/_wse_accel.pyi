@@ -15,6 +15,8 @@ __all__ = [
     "InvalidTokenError",
     "JwtVerifier",
     "KeyExchange",
+    "RedisBridge",
+    "RedisUnavailableError",
     "RustWSEServer",
     "ServerBusyError",
     "ServerNotRunningError",
@@ -45,6 +47,12 @@ class ServerBusyError(WSEError):
 
 class ServerNotRunningError(WSEError):
     """The server was never started, or it was stopped."""
+
+class RedisUnavailableError(WSEError):
+    """Redis cannot be reached now (no connection, or the circuit breaker is open).
+
+    Local delivery goes on; retry the dead-letter call once Redis answers.
+    """
 
 class InvalidTokenError(ValueError):
     """A token is malformed, forged, expired or not meant for this server."""
@@ -125,6 +133,13 @@ class RustWSEServer:
         tls_cert: str | PathLike[str] | None = None,
         tls_key: str | PathLike[str] | None = None,
         redis_url: str | None = None,
+        redis_prefix: str = "wse",
+        redis_topics: list[str] | str | None = None,
+        redis_timeout: float = 1.0,
+        redis_breaker_threshold: int = 10,
+        redis_breaker_window: float = 60.0,
+        redis_breaker_reset: float = 60.0,
+        redis_dlq_buffer: int = 10000,
     ) -> Self:
         """Checks the options; nothing listens until `start()`.
 
@@ -143,8 +158,13 @@ class RustWSEServer:
         - `control_capacity` / `publish_timeout`: calls waiting per shard, and how
           long a call waits for room before `ServerBusyError`.
         - `require_accept`: every connection waits for `accept` or `reject`.
-        - `redis_url`: must be None for now (Redis fan-out arrives with issue #6);
-          a URL raises `NotImplementedError`.
+        - `redis_url` (`redis://[:password@]host:port/db`): scale-out. Every
+          publication of a topic matching `redis_topics` (globs, all by default)
+          reaches every instance on the same Redis, in one order stamped by Redis;
+          while Redis is unreachable this instance stamps locally and keeps dead
+          letters (`dlq_messages`, `replay_dlq_message`). `redis_timeout`,
+          `redis_breaker_*` and `redis_dlq_buffer` tune the failure handling
+          (README, "Scale-out").
         """
 
     def start(self) -> None:
@@ -229,8 +249,8 @@ class RustWSEServer:
         """
 
     def broadcast(self, topic: str, data: str) -> None:
-        """As `broadcast_local`; once Redis is configured (issue #6) also to the
-        other instances."""
+        """As `broadcast_local`. With `redis_url` both reach every instance for a
+        topic that travels: a topic has one order, stamped by Redis."""
 
     def publish(
         self,
@@ -323,6 +343,118 @@ class RustWSEServer:
 
     def prometheus_metrics(self) -> str:
         """The `/metrics` text (Prometheus exposition format)."""
+
+    def instance_id(self) -> str | None:
+        """This instance's id on the Redis (`redis_url`), or None without Redis."""
+
+    def dlq_messages(
+        self, topic: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Dead letters: publications that could not reach the other instances.
+
+        Of `topic` (every topic when None), at most `limit`; each a dict with
+        `topic`, `message_id`, `event_type`, `payload`, `priority`,
+        `timestamp_ms`, `instance_id` (where it was published and delivered),
+        `failed_at_ms` and `stored` (False while it waits in this process for
+        Redis). Raises `WSEError` without `redis_url`.
+        """
+
+    def replay_dlq_message(self, topic: str, message_id: str) -> bool:
+        """Publishes dead letter `message_id` of `topic` again through Redis.
+
+        Every instance except the one it came from delivers it, under the topic's
+        next offset; it leaves the queue. False when no such letter is stored;
+        raises `RedisUnavailableError` while Redis cannot be reached.
+        """
+
+    def send_event_to(
+        self, instance_id: str, conn_id: str, event: Mapping[str, Any]
+    ) -> None:
+        """`send_event` to connection `conn_id` of instance `instance_id` (this
+        one included), through Redis; delivery is not confirmed."""
+
+@final
+class RedisBridge:
+    """The engine's Redis bridge, for router mode (`WSEConfig(redis_url=...)`).
+
+    Two threads of the engine talk to Redis: publications are stamped by Redis
+    (the ordering script) and come back from the subscription, this process's own
+    included, through `drain`.
+    """
+
+    def __new__(
+        cls,
+        url: str,
+        *,
+        prefix: str = "wse",
+        topics: list[str] | None = None,
+        timeout: float = 1.0,
+        breaker_threshold: int = 10,
+        breaker_window: float = 60.0,
+        breaker_reset: float = 60.0,
+        dlq_buffer: int = 10000,
+        history_ttl: float = 300.0,
+    ) -> Self:
+        """Starts the bridge; an unreachable Redis only means not accepting yet."""
+
+    @property
+    def instance_id(self) -> str:
+        """This process's instance id on the Redis."""
+
+    def accepting(self) -> bool:
+        """Whether publications route through Redis now."""
+
+    def travels(self, topic: str) -> bool:
+        """Whether publications of `topic` travel between instances."""
+
+    def publish(
+        self,
+        topic: str,
+        payload_json: str,
+        event_type: str | None,
+        priority: int,
+        message_id: str,
+        timestamp_ms: int,
+        timeout: float = 0.0,
+    ) -> bool:
+        """Hands a publication to Redis; False when the bridge's queue stayed full
+        for `timeout` seconds (0: not waiting) or the bridge stopped."""
+
+    def dead_letter(
+        self,
+        topic: str,
+        payload_json: str,
+        event_type: str | None,
+        priority: int,
+        message_id: str,
+        timestamp_ms: int,
+    ) -> None:
+        """Records a publication delivered locally while the bridge was not
+        accepting: a dead letter, written to Redis when it answers again."""
+
+    def drain(
+        self, max_count: int = 256, timeout_ms: int = 100
+    ) -> list[tuple[str, str, str | None, str, int, str, int, str | None, int | None]]:
+        """What Redis brought, waiting up to `timeout_ms` for the first:
+        `(kind, topic, event_type, payload_json, priority, message_id,
+        timestamp_ms, epoch, offset)`; `kind` is `"deliver"`, `"own"` (this
+        process's, stamped by Redis) or `"fallback"` (this process's, not through
+        Redis: stamp it locally; epoch and offset None)."""
+
+    def dlq_messages(
+        self, topic: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """As `RustWSEServer.dlq_messages`."""
+
+    def replay_dlq_message(self, topic: str, message_id: str) -> bool:
+        """As `RustWSEServer.replay_dlq_message`."""
+
+    def status(self) -> dict[str, Any]:
+        """`instance`, `breaker`, `publisher_connected`, `subscribed`, `accepting`,
+        `dlq_buffered`."""
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stops the bridge's threads; True when they ended within `timeout`."""
 
 def compress_c_frame(data: bytes, level: int = 1) -> bytes | None:
     """`C:` plus the zlib stream of `data`, or None when that is not smaller."""

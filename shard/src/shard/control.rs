@@ -106,7 +106,14 @@ impl Shard {
 
     /// The application's `send_event`: a direct message with the connection's next `seq`.
     /// Snapshot replies are counted for the holds; `snapshot_complete` ends them.
-    fn send_event(&self, conn: &Conn, t: &str, payload: &str, pri: Priority, cid: Option<&str>) {
+    pub(super) fn send_event(
+        &self,
+        conn: &Conn,
+        t: &str,
+        payload: &str,
+        pri: Priority,
+        cid: Option<&str>,
+    ) {
         if conn.is_closing() {
             return self.metrics().dropped(DropReason::Closing, 1);
         }

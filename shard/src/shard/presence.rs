@@ -90,7 +90,7 @@ impl Shard {
             pri: Priority::Normal,
             id: None,
         };
-        self.stamp_and_fan_out(request).await;
+        self.publish_owned(request).await;
         self.tell_application(change, kind, data).await;
     }
 

@@ -15,6 +15,7 @@
 pub mod engine;
 pub mod json;
 pub mod mp;
+pub mod redis_server;
 pub mod token;
 
 use std::collections::VecDeque;

@@ -149,8 +149,15 @@ class WSEConfig:
     connections are anonymous.
     """
 
-    #: Redis fan-out between worker processes (issue #6): must be None for now.
+    #: Redis fan-out between worker processes (and `wse-server` instances on the same
+    #: Redis): `redis://[:password@]host:port/db`. None: this process alone.
     redis_url: str | None = None
+    #: Prefix of the Redis channels and keys (the same in every process that shares).
+    redis_prefix: str = "wse"
+    #: Globs of the topics that travel through Redis (empty: every topic).
+    redis_topics: Sequence[str] = ()
+    #: Connect and answer timeout of each Redis call, in seconds.
+    redis_timeout: float = 1.0
     jwt_secret: bytes | str | None = None
     jwt_algorithm: str = "HS256"
     jwt_issuer: str | None = None
@@ -190,7 +197,12 @@ class WSEConfig:
         _positive_int("compression_threshold", self.compression_threshold, 0)
         if self.compression_level not in range(1, 10):
             raise ValueError("compression_level must be 1 to 9")
-        for name in ("heartbeat_interval", "idle_timeout", "snapshot_timeout"):
+        for name in (
+            "heartbeat_interval",
+            "idle_timeout",
+            "snapshot_timeout",
+            "redis_timeout",
+        ):
             value = getattr(self, name)
             if not (
                 isinstance(value, int | float) and math.isfinite(value) and value > 0
@@ -200,6 +212,11 @@ class WSEConfig:
             raise ValueError("jwt_cookie_name must be a non-empty cookie name")
         for topic in self.default_topics:
             check_topic(topic, allow_wildcards=True)
+        for glob in self.redis_topics:
+            try:
+                check_topic(glob, allow_wildcards=True)
+            except ValueError as e:
+                raise ValueError(f"redis_topics: {glob!r}: {e}") from e
         if self.jwt_secret is None and (self.jwt_issuer or self.jwt_audience):
             raise ValueError("jwt_secret is needed by the other jwt_* settings")
 

@@ -9,6 +9,16 @@ sealed per E2E connection).
 
 Everything runs on the application's event loop: call `publish`, `broadcast`,
 `send_to_user` and `send_to_connection` from request handlers or tasks of that loop.
+
+With `WSEConfig(redis_url=...)` the workers of one application (and `wse-server`
+instances on the same Redis) fan out to each other through the engine's Redis bridge
+(`RedisBridge`, README "Scale-out"): a publication of a travelling topic is stamped by
+Redis and delivered when it comes back from the subscription, in Redis's order, by every
+process (this one included), so `publish` then returns 0. While Redis cannot be
+reached the router stamps locally, under a new epoch, and leaves a dead letter; a topic
+with publications still inside the bridge keeps going through it, so nothing reorders.
+`send_to_user`, `send_to_connection` and `broadcast` reach this process's connections
+only.
 """
 
 from __future__ import annotations
@@ -23,7 +33,13 @@ from fastapi import APIRouter
 from starlette.websockets import WebSocket
 
 from wse_server._payload import dumps
-from wse_server._wse_accel import InvalidTokenError, TopicAcl, check_topic, glob_match
+from wse_server._wse_accel import (
+    InvalidTokenError,
+    RedisBridge,
+    TopicAcl,
+    check_topic,
+    glob_match,
+)
 from wse_server.router import wire
 from wse_server.router.config import WSEConfig
 from wse_server.router.connection import Connection
@@ -43,14 +59,7 @@ class WSERouter(APIRouter):
     """A FastAPI `APIRouter` that is also the WebSocket hub: see the module docs."""
 
     def __init__(self, config: WSEConfig) -> None:
-        if config.redis_url is not None:
-            # TODO(#6): publish through Redis to the other worker processes; refused
-            # until then so that no deployment believes its workers are connected.
-            raise NotImplementedError(
-                "redis_url: Redis fan-out is not available yet (issue #6); "
-                "use redis_url=None (one process)"
-            )
-        super().__init__()
+        super().__init__(on_startup=[self._start], on_shutdown=[self.close])
         self.config = config
         self.tokens = config.token_checker()
         self.encryption = config.encryption()
@@ -58,13 +67,36 @@ class WSERouter(APIRouter):
         self._users: dict[str, set[Connection]] = {}
         self._exact: dict[str, set[Connection]] = {}
         self._globs: dict[str, set[Connection]] = {}
-        #: topic → [epoch, next offset]
+        #: topic → [epoch, next offset] of the topics this process stamps itself
         self._streams: dict[str, list[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters: Counter[str] = Counter()
         self._started = time.monotonic()
+        #: The Redis bridge (None without `redis_url`) and what it owes us.
+        self.bridge: RedisBridge | None = None
+        if config.redis_url is not None:
+            self.bridge = RedisBridge(
+                config.redis_url,
+                prefix=config.redis_prefix,
+                topics=list(config.redis_topics) or None,
+                timeout=config.redis_timeout,
+            )
+        #: topic → publications handed to the bridge and not yet back
+        self._inflight: Counter[str] = Counter()
+        #: topic → the epoch Redis last stamped it with (a local epoch must differ)
+        self._redis_epochs: dict[str, str] = {}
+        self._pump: asyncio.Task[None] | None = None
+        self._bridge_full = asyncio.Lock()
         self.add_api_websocket_route("", self._endpoint)
         self.add_api_route("/health", self._health, methods=["GET"])
+
+    async def close(self) -> None:
+        """Stops the Redis bridge and its pump (the application's shutdown does it)."""
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        if self.bridge is not None:
+            await asyncio.to_thread(self.bridge.stop)
 
     # -- the application's calls ------------------------------------------------
 
@@ -80,28 +112,35 @@ class WSERouter(APIRouter):
         """Publishes to every subscriber of `topic`; returns how many it was queued for.
 
         The envelope carries `(tp, e, o)`: offsets count from 0 per topic under an
-        epoch chosen when the topic is first published in this process.
+        epoch chosen when the topic is first published in this process. With
+        `redis_url`, a topic that travels is stamped by Redis instead and delivered
+        when it comes back (to every process at once): then this returns 0.
         """
         check_topic(topic)
         _check_priority(priority)
-        t = event_type or topic
-        stream = self._streams.setdefault(topic, [wire.epoch_id(), 0])
-        epoch, offset = stream
-        stream[1] += 1
-        envelope = wire.publication(
-            topic, t, dumps(payload), epoch, offset, pri=priority, message_id=message_id
+        payload_json = dumps(payload)
+        message_id = message_id or wire.uuid7()
+        ts = wire.unix_ms()
+        bridge = self.bridge
+        if bridge is None or not bridge.travels(topic):
+            return self._stamp_locally(
+                topic, event_type, payload_json, priority, message_id, ts
+            )
+        self._ensure_pump()
+        fields = (topic, payload_json.decode(), event_type, priority, message_id, ts)
+        if bridge.accepting() or self._inflight[topic] > 0:
+            self._inflight[topic] += 1
+            if await self._hand_over(bridge, fields):
+                self.count("redis_published")
+                return 0
+            # The bridge stopped: this process delivers it.
+            self._resolve(topic)
+        else:
+            bridge.dead_letter(*fields)
+            self.count("redis_dead_letters")
+        return self._stamp_locally(
+            topic, event_type, payload_json, priority, message_id, ts
         )
-        frames = wire.Frames(t, envelope)
-        delivered = 0
-        for conn, pattern in self._subscribers(topic):
-            if conn.acl is not None and not conn.acl.may_receive(topic):
-                continue
-            topic_filter = conn.subscriptions.get(pattern)
-            if topic_filter is not None and not topic_filter.matches(envelope):
-                continue
-            delivered += conn.deliver(pattern, topic, frames)
-        self.count("publications")
-        return delivered
 
     async def broadcast(
         self, event_type: str, payload: Any, *, priority: int = wire.NORMAL
@@ -161,8 +200,8 @@ class WSERouter(APIRouter):
         return sum(1 for _ in self._subscribers(topic))
 
     def health(self) -> dict[str, Any]:
-        """What `GET <prefix>/health` answers."""
-        return {
+        """What `GET <prefix>/health` answers (`redis`: the bridge's state)."""
+        health: dict[str, Any] = {
             "status": "ok",
             "mode": "router",
             "connections": len(self.connections),
@@ -170,6 +209,9 @@ class WSERouter(APIRouter):
             "uptime_seconds": int(time.monotonic() - self._started),
             **{f"{name}_total": n for name, n in sorted(self.counters.items())},
         }
+        if self.bridge is not None:
+            health["redis"] = self.bridge.status()
+        return health
 
     # -- for connections --------------------------------------------------------
 
@@ -197,6 +239,110 @@ class WSERouter(APIRouter):
             "features": self.features(),
             "limits": {"max_message_size": config.max_message_size},
         }
+
+    # -- publication paths ------------------------------------------------------
+
+    def _stamp_locally(
+        self,
+        topic: str,
+        event_type: str | None,
+        payload_json: bytes,
+        priority: int,
+        message_id: str,
+        ts: int,
+    ) -> int:
+        """Stamps with this process's own `(epoch, offset)` and delivers."""
+        stream = self._streams.get(topic)
+        if stream is None:
+            epoch = wire.epoch_id()
+            while epoch == self._redis_epochs.get(topic):
+                epoch = wire.epoch_id()
+            stream = self._streams[topic] = [epoch, 0]
+        epoch, offset = stream
+        stream[1] += 1
+        return self._deliver(
+            topic, event_type, payload_json, epoch, offset, priority, message_id, ts
+        )
+
+    def _deliver(
+        self,
+        topic: str,
+        event_type: str | None,
+        payload_json: bytes,
+        epoch: str,
+        offset: int,
+        priority: int,
+        message_id: str,
+        ts: int,
+    ) -> int:
+        """Writes the publication once and queues it for every subscriber it passes."""
+        t = event_type or topic
+        envelope = wire.publication(
+            topic,
+            t,
+            payload_json,
+            epoch,
+            offset,
+            pri=priority,
+            message_id=message_id,
+            ts_ms=ts,
+        )
+        frames = wire.Frames(t, envelope)
+        delivered = 0
+        for conn, pattern in self._subscribers(topic):
+            if conn.acl is not None and not conn.acl.may_receive(topic):
+                continue
+            topic_filter = conn.subscriptions.get(pattern)
+            if topic_filter is not None and not topic_filter.matches(envelope):
+                continue
+            delivered += conn.deliver(pattern, topic, frames)
+        self.count("publications")
+        return delivered
+
+    async def _hand_over(
+        self, bridge: RedisBridge, fields: tuple[str, str, str | None, int, str, int]
+    ) -> bool:
+        """Gives a publication to the bridge; waits (off the loop) while its queue is
+        full, and then every later publication waits behind it, in order."""
+        if not self._bridge_full.locked() and bridge.publish(*fields):
+            return True
+        async with self._bridge_full:
+            return await asyncio.to_thread(bridge.publish, *fields, 5.0)
+
+    def _resolve(self, topic: str) -> None:
+        """One publication of `topic` left the bridge."""
+        self._inflight[topic] -= 1
+        if self._inflight[topic] <= 0:
+            del self._inflight[topic]
+
+    def _ensure_pump(self) -> None:
+        if self.bridge is not None and (self._pump is None or self._pump.done()):
+            self._pump = asyncio.get_running_loop().create_task(self._pump_loop())
+
+    async def _start(self) -> None:
+        self._ensure_pump()
+
+    async def _pump_loop(self) -> None:
+        """Delivers what the bridge hands over, in its order, on the loop."""
+        bridge = self.bridge
+        assert bridge is not None
+        while True:
+            items = await asyncio.to_thread(bridge.drain, 256, 100)
+            for kind, topic, t, data, pri, mid, ts, epoch, offset in items:
+                payload_json = data.encode()
+                if kind == "fallback":
+                    self._resolve(topic)
+                    self.count("redis_fallbacks")
+                    self._stamp_locally(topic, t, payload_json, pri, mid, ts)
+                    continue
+                if kind == "own":
+                    self._resolve(topic)
+                assert epoch is not None and offset is not None
+                # Redis stamps the topic now; a later local stamp opens a new epoch.
+                self._streams.pop(topic, None)
+                self._redis_epochs[topic] = epoch
+                self.count("redis_received")
+                self._deliver(topic, t, payload_json, epoch, offset, pri, mid, ts)
 
     def index_add(self, conn: Connection, pattern: str) -> None:
         index = self._globs if ("*" in pattern or "?" in pattern) else self._exact
@@ -230,6 +376,7 @@ class WSERouter(APIRouter):
             self.count("origin_refused")
             await websocket.close(code=1008)  # before accept: HTTP 403
             return
+        self._ensure_pump()
         admitted = await self._admit(websocket)
         await websocket.accept()
         if isinstance(admitted, str):

@@ -106,14 +106,19 @@ def publication(
     *,
     pri: int = NORMAL,
     message_id: str | None = None,
+    ts_ms: int | None = None,
 ) -> bytes:
-    """The envelope of a topic publication: no `seq`, `(tp, e, o)` instead."""
+    """The envelope of a topic publication: no `seq`, `(tp, e, o)` instead.
+
+    `ts_ms` is when it was published (now by default): a publication that came
+    through Redis keeps its publisher's time, so every instance writes the same `ts`.
+    """
     envelope: dict[str, Any] = {
         "c": category(t),
         "t": t,
         "p": orjson.Fragment(payload_json),
         "id": message_id or uuid7(),
-        "ts": iso_ms(unix_ms()),
+        "ts": iso_ms(unix_ms() if ts_ms is None else ts_ms),
         "v": 1,
         "tp": topic,
         "e": epoch,
