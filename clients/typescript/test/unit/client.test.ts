@@ -87,6 +87,8 @@ describe('handshake', () => {
     const { s, c } = await setup({ readyTimeoutMs: 50 }, { ready: false });
     c.connect();
     await waitFor(() => c.isConnected, 5_000, 'ready');
+    // The hello is on its way once the client says it is connected.
+    await waitFor(() => s.received.length > 0, 5_000, 'client_hello');
     expect(s.received[0]!.t).toBe('client_hello');
   });
 
