@@ -7,8 +7,9 @@ SHELL := bash
 # Steps run in the order written: cheap checks fail first, and cargo parallelises itself.
 .NOTPARALLEL:
 
-# One cargo target dir for every target; honours CARGO_TARGET_DIR when it is set.
-TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# One cargo target dir for every target; honours CARGO_TARGET_DIR when it is set. Absolute,
+# because some targets run their tools from a subdirectory (clients/python, clients/typescript).
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN := $(TARGET_DIR)/release/wse-server
 export WSE_SERVER ?= $(BIN)
 # A WSE_SERVER given in the environment is used as it is; otherwise the client targets
