@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -124,12 +125,26 @@ def main() -> None:
     )
     server.enable_drain_mode()
     server.start()
+    wait_until_listening(port)
     host = Host(server)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: host.stopping.set())
     print(f"listening on 127.0.0.1:{port}", flush=True)
     host.serve()
     server.stop()
+
+
+def wait_until_listening(port: int, deadline: float = 10.0) -> None:
+    """The 2.5.1 `start()` returns before its engine listens: wait (bounded) for it."""
+    until = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > until:
+                raise
+            time.sleep(0.02)
 
 
 def free_port() -> int:

@@ -19,8 +19,10 @@ Usage: python wse25_host.py PORT
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime, timezone
 
@@ -33,6 +35,19 @@ def now_iso() -> str:
     )
 
 
+def wait_until_listening(port: int, deadline: float = 10.0) -> None:
+    """`start()` returns before the 2.5.1 engine listens: wait (bounded) for it."""
+    until = time.monotonic() + deadline
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > until:
+                raise
+            time.sleep(0.02)
+
+
 class Host:
     def __init__(self, port: int) -> None:
         self.server = RustWSEServer("127.0.0.1", port, recovery_enabled=True)
@@ -41,6 +56,7 @@ class Host:
 
     def run(self) -> None:
         self.server.start()
+        wait_until_listening(int(sys.argv[1]))
         print(f"listening {sys.argv[1]}", flush=True)
         threading.Thread(target=self.commands, daemon=True).start()
         while self.running:
