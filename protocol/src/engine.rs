@@ -148,6 +148,15 @@ pub struct RecoveryAnswer {
     pub count: u64,
 }
 
+/// Whether the engine reads messages of type `t` itself, so that they must be parsed whole
+/// ([`crate::envelope::parse_inbound`]) before [`classify`]: the messages it answers, and
+/// `sync_request`, whose topics it holds back until the snapshot is complete. The others
+/// it hands to the application unread.
+pub fn needs_document(t: &str) -> bool {
+    matches!(t, "ping" | "PING" | "client_hello" | "subscription_update" | "publish")
+        || t == "sync_request"
+}
+
 /// Sorts a parsed client message (see [`ClientMessage`]).
 ///
 /// Errors with [`Error::InvalidMessage`] when an engine message is malformed (for example a
@@ -826,6 +835,17 @@ mod tests {
             let Ok(ClientMessage::App(inbound)) = msg else { panic!("{t}: {msg:?}") };
             assert_eq!(inbound.t, t);
         }
+    }
+
+    #[test]
+    fn types_handed_on_unread_are_the_ones_classify_leaves_to_the_application() {
+        let types = ["ping", "PING", "client_hello", "subscription_update", "publish", "chat"];
+        for t in types.into_iter().chain(["m", "Ping", "pong", "snapshot_complete", ""]) {
+            let inbound = parse_inbound(format!(r#"{{"t":"{t}"}}"#).as_bytes()).expect("envelope");
+            let app = matches!(classify(inbound), Ok(ClientMessage::App(_)));
+            assert_eq!(needs_document(t), !app, "{t}");
+        }
+        assert!(needs_document("sync_request"), "its topics are held");
     }
 
     #[test]

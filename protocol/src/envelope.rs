@@ -139,11 +139,44 @@ pub fn parse_inbound(text: &[u8]) -> Result<Inbound, Error> {
         return Err(invalid("message is not a JSON object"));
     }
 
-    let t = string_at(&raw, "t")
-        .or_else(|| string_at(&raw, "type"))
-        .ok_or_else(|| invalid("message has no string \"t\" or \"type\""))?;
+    let t =
+        string_at(&raw, "t").or_else(|| string_at(&raw, "type")).ok_or_else(|| invalid(NO_TYPE))?;
     let pri = raw.get("pri").and_then(priority_of);
     Ok(Inbound { t, id: string_at(&raw, "id"), cid: string_at(&raw, "cid"), pri, raw })
+}
+
+/// What the engine routes a client message by: its type, and where its JSON object starts.
+/// [`scan_inbound`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Event type, from `t` or its alias `type`.
+    pub t: String,
+    /// Offset of the JSON object in the message: past a legacy `WSE`, `S` or `U` prefix,
+    /// else 0.
+    pub start: usize,
+}
+
+/// Reads only the type of one data message, for routing, without parsing the rest.
+///
+/// The type comes from the top-level `t`, or `type` when `t` is not a string (the first
+/// occurrence of each, as in [`parse_inbound`]). Only the text before the type and the
+/// type itself are validated, and nesting is bounded by [`MAX_NESTING`] as in
+/// [`parse_inbound`]: a message that passes may still be invalid JSON further on. It is
+/// for the messages the engine hands on unread, whose reader (the application) parses the
+/// text anyway and must treat a failure as a non-envelope (`raw`) message; for every valid
+/// envelope the type is the one [`parse_inbound`] reads.
+pub fn scan_inbound(text: &[u8]) -> Result<Head, Error> {
+    let body = strip_legacy_prefix(text);
+    if nesting_exceeds(body, MAX_NESTING) {
+        return Err(invalid("message is nested too deeply"));
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(invalid("message is not a JSON object"));
+    }
+    let t = top_level_string(body, "t")
+        .or_else(|| top_level_string(body, "type"))
+        .ok_or_else(|| invalid(NO_TYPE))?;
+    Ok(Head { t, start: text.len() - body.len() })
 }
 
 impl Inbound {
@@ -421,6 +454,12 @@ pub(crate) fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
 }
 
 /// The string at `key` of object `value`, owned, if it is a string.
+/// The string at top-level `key` of the object `body`, read lazily.
+fn top_level_string(body: &[u8], key: &str) -> Option<String> {
+    let value = sonic_rs::get_from_slice(body, &[key]).ok()?;
+    value.as_str().map(str::to_owned)
+}
+
 fn string_at(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(|v| v.as_str()).map(str::to_owned)
 }
@@ -460,6 +499,9 @@ const SYSTEM_TYPES: [&str; 10] = [
 /// stack at 41 to 50 levels; in release it stops at 254 levels by itself. 32 levels keep
 /// both builds safe and are far more than real envelopes use.
 pub const MAX_NESTING: usize = 32;
+
+/// Why a message without a string `t` or `type` is not an envelope.
+const NO_TYPE: &str = "message has no string \"t\" or \"type\"";
 
 /// 2^53: beyond it not every integer is an f64, so larger values are written as floats.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -673,6 +715,109 @@ mod tests {
         let noise = r#"[{\"\\"#.repeat(1_000);
         let msg = parsed(&format!(r#"{{"t":"a","p":"{noise}"}}"#));
         assert_eq!(msg.payload().and_then(|p| p.as_str()), Some("[{\"\\".repeat(1_000).as_str()));
+    }
+
+    /// Fails unless [`scan_inbound`] reads the type [`parse_inbound`] reads from `input`
+    /// whenever the latter accepts it.
+    fn scan_agrees(input: &[u8]) {
+        let Ok(parsed) = parse_inbound(input) else { return };
+        let scanned = scan_inbound(input).map(|h| h.t).ok();
+        assert_eq!(scanned, Some(parsed.t), "{:?}", String::from_utf8_lossy(input));
+    }
+
+    #[test]
+    fn scan_reads_the_type_of_every_envelope_parse_accepts() {
+        let deep = MAX_NESTING - 1;
+        let at_limit = format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(deep), "]".repeat(deep));
+        let over = format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(deep + 1), "]".repeat(deep + 1));
+        let cases: Vec<&[u8]> = vec![
+            br#"{"t":"m","p":{"n":1,"pad":"xx"}}"#,
+            br#"  {"type":"chat","payload":[1,2]}  "#,
+            br#"{"type":"long","t":"short"}"#,
+            br#"{"t":1,"type":"alias"}"#,
+            br#"{"t":"first","t":"second"}"#,
+            br#"{"t":1,"t":"second","type":"alias"}"#,
+            br#"{"\u0074":"escaped key"}"#,
+            br#"{"t":"esc\"aped\u00e9"}"#,
+            br#"{"t":{"nested":"t"},"type":"x"}"#,
+            br#"WSE{"t":"legacy"}"#,
+            br#"S{"t":"snap"}"#,
+            br#"U{"t":"upd","p":null}"#,
+            br#"{"t":"a","p":[1,2,{"x":[true,false,null,-1.5e3]}]}"#,
+            br#"{"t":"a","p":"unterminated}"#,
+            br#"{"t":"a","p":01}"#,
+            br#"{"t":"a","p":tru}"#,
+            br#"{"t":"a","p":[1,]}"#,
+            br#"{"t":"a"} {"t":"b"}"#,
+            b"{\"t\":\"a\",\"p\":\"\xc3\x28\"}",
+            b"{\"t\":\"a\",\"p\":\"tab\there\"}",
+            br#"{"t":"a","p":"\x"}"#,
+            at_limit.as_bytes(),
+            over.as_bytes(),
+        ];
+        for input in cases {
+            scan_agrees(input);
+        }
+    }
+
+    #[test]
+    fn scan_reads_the_type_of_mutated_envelopes_parse_accepts() {
+        let seed = br#"{"t":"order","id":"m-1","p":{"n":[1,2.5,-3e2],"s":"a\"b","o":{"x":null}}}"#;
+        let alphabet = b"{}[]\\\",:tn0-.e\x00\xff ";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut input = seed.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % input.len();
+                let byte = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    _ => drop(input.remove(at)),
+                }
+            }
+            scan_agrees(&input);
+        }
+    }
+
+    #[test]
+    fn scan_refuses_what_has_no_type_is_no_object_or_nests_too_deep() {
+        let deep =
+            format!(r#"{{"t":"a","p":{}{}}}"#, "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        let refused: Vec<&[u8]> = vec![
+            b"",
+            b"[{\"t\":\"a\"}]",
+            b"\"t\"",
+            b"{}",
+            b"{\"t\":1}",
+            b"{\"t\":null,\"type\":2}",
+            b"{\"p\":{\"t\":\"nested\"}}",
+            b"WSE",
+            deep.as_bytes(),
+        ];
+        for input in refused {
+            assert!(scan_inbound(input).is_err(), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn scan_leaves_the_text_after_the_type_unread() {
+        // The application parses it and treats a failure as a `raw` message.
+        let head = scan_inbound(br#"{"t":"a","p":[1,}"#).expect("type read");
+        assert_eq!(head.t, "a");
+    }
+
+    #[test]
+    fn scan_finds_the_object_after_a_legacy_prefix() {
+        let head = scan_inbound(br#"WSE{"t":"x"}"#).expect("envelope");
+        assert_eq!((head.t.as_str(), head.start), ("x", 3));
+        assert_eq!(scan_inbound(br#"{"t":"x"}"#).map(|h| h.start).ok(), Some(0));
     }
 
     #[test]

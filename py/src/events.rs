@@ -2,8 +2,8 @@
 //!
 //! Place: `App::drain → **events** → drain_inbound's list`. Runs with the GIL held, once per
 //! batch: the caller drained with the GIL released, then builds every tuple here in one go.
-//! A `msg` envelope, already parsed by the shard, is walked into dicts and lists directly
-//! (no second JSON parse); the keys the envelope always has are interned strings.
+//! A `msg` envelope arrives as the JSON text the shard routed without reading it whole;
+//! [`crate::json`] parses it straight into dicts and lists.
 //!
 //! Connection ids cross into Python as the decimal text of [`ConnId`] (the engine's own
 //! spelling in logs); [`parse_conn`] reads them back.
@@ -17,6 +17,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
 use wse_shard::{ConnId, Event, EventKind};
 
+use crate::json::{envelope_to_py, Words};
+
 /// The Python text of every connection that has events, made once per connection rather
 /// than once per event. An entry goes with the connection's `disconnect` event, so there is
 /// about one per open connection; a disconnect drained through another cache (two threads
@@ -24,12 +26,14 @@ use wse_shard::{ConnId, Event, EventKind};
 pub(crate) struct ConnNames {
     names: HashMap<ConnId, Py<PyString>>,
     limit: usize,
+    /// The keys and types of the messages' dicts.
+    words: Words,
 }
 
 impl ConnNames {
     /// A cache of at most `limit` names (the server's `max_connections` and some slack).
     pub(crate) fn new(limit: usize) -> ConnNames {
-        ConnNames { names: HashMap::new(), limit }
+        ConnNames { names: HashMap::new(), limit, words: Words::new() }
     }
 
     fn get<'py>(&mut self, py: Python<'py>, conn: ConnId) -> Bound<'py, PyAny> {
@@ -54,7 +58,8 @@ pub(crate) fn to_list<'py>(
     for event in events {
         let conn = event.conn;
         let last = matches!(event.kind, EventKind::Disconnect { .. });
-        tuples.push(to_tuple(py, event, names.get(py, conn))?);
+        let name = names.get(py, conn);
+        tuples.push(to_tuple(py, event, name, &mut names.words)?);
         if last {
             names.names.remove(&conn);
         }
@@ -67,11 +72,16 @@ fn to_tuple<'py>(
     py: Python<'py>,
     event: Event,
     conn: Bound<'py, PyAny>,
+    words: &mut Words,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let (kind, conn, data): (&Bound<'_, PyString>, Bound<'_, PyAny>, Bound<'_, PyAny>) = match event
         .kind
     {
-        EventKind::Message(value) => (intern!(py, "msg"), conn, to_py(py, &value)?),
+        EventKind::Message(envelope) => match envelope_to_py(py, envelope.json(), words) {
+            Some(message) => (intern!(py, "msg"), conn, message),
+            // Past its type the engine did not read it (`Envelope`): not JSON after all.
+            None => (intern!(py, "raw"), conn, lossy(py, envelope.json())),
+        },
         EventKind::AuthConnect { user_id } => {
             (intern!(py, "auth_connect"), conn, text(py, &user_id))
         }
@@ -152,6 +162,11 @@ fn number<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
         return Ok(n.into_pyobject(py)?.into_any());
     }
     Ok(value.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any())
+}
+
+/// Text that should be UTF-8, with any invalid bytes replaced.
+fn lossy<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyAny> {
+    text(py, &String::from_utf8_lossy(bytes))
 }
 
 fn text<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyAny> {

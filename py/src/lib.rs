@@ -27,6 +27,7 @@ mod bridge;
 mod codecs;
 mod errors;
 mod events;
+mod json;
 mod options;
 mod payload;
 mod server;

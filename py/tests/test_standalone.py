@@ -93,6 +93,61 @@ def test_drain_keeps_each_connections_events_in_order_across_shards(
     assert sum(produced.values()) == len(events)
 
 
+#: Envelopes whose drained dict must be exactly what `json.loads` makes of them.
+ENVELOPES = [
+    '{"t":"m","p":{"n":1,"pad":"xx"}}',
+    '{"type":"chat","payload":[1,2.5,-3e2,true,false,null]}',
+    '{"t":"esc\\"aped\\u00e9\\ud83d\\ude00","p":"tab\\there \\/ \\\\"}',
+    '{"t":"big","p":{"max":18446744073709551615,"min":-9223372036854775808,'
+    '"f":1.5e308,"z":-0.0}}',
+    '{"t":"dup","p":1,"p":2}',
+    '{"t":"deep","p":' + "[" * 20 + "]" * 20 + "}",
+    '{"t":"keys","p":{"": 0, "' + "k" * 40 + '": 1, "ключ": 2}}',
+    'WSE{"t":"legacy","p":{"c":"WSE"}}',
+    '  {"t":"spaces" , "p" : { "a" : [ 1 , 2 ] } }  ',
+]
+
+#: Text that starts like an envelope but is not JSON past its type.
+NOT_JSON_PAST_THE_TYPE = [
+    '{"t":"a","p":[1,}',
+    '{"t":"a","p":"\\ud800"}',
+    '{"t":"a"} trailing',
+]
+
+
+def test_drained_envelopes_are_what_json_loads_gives(start_server: StartServer) -> None:
+    server = start_server()
+
+    async def client() -> None:
+        async with connect(url(server)) as ws:
+            assert (await next_message(ws))["t"] == "server_ready"
+            for text in ENVELOPES + NOT_JSON_PAST_THE_TYPE:
+                await ws.send(text)
+
+    asyncio.run(client())
+    events = drain_until(server, lambda ev: len(kinds(ev, "disconnect")) == 1)
+    data = [(kind, payload) for kind, _, payload in events if kind in ("msg", "raw")]
+    expected = [("msg", json.loads(text.removeprefix("WSE"))) for text in ENVELOPES]
+    expected += [("raw", text) for text in NOT_JSON_PAST_THE_TYPE]
+    assert data == expected
+    for (_, drained), (_, loaded) in zip(data, expected, strict=False):
+        # Types too: json.loads keeps the last of duplicate keys, -0.0 is a float.
+        assert repr(drained) == repr(loaded)
+
+
+def test_integers_past_64_bits_are_drained_as_floats(start_server: StartServer) -> None:
+    server = start_server()
+
+    async def client() -> None:
+        async with connect(url(server)) as ws:
+            assert (await next_message(ws))["t"] == "server_ready"
+            await ws.send('{"t":"big","p":[18446744073709551616,-9223372036854775809]}')
+
+    asyncio.run(client())
+    events = drain_until(server, lambda ev: len(kinds(ev, "disconnect")) == 1)
+    assert [e[2]["p"] for e in kinds(events, "msg")] == [[2.0**64, -(2.0**63)]]
+
+
 def test_stop_wakes_a_drain_waiting_in_another_thread(
     start_server: StartServer,
 ) -> None:

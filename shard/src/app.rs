@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sonic_rs::Value;
 use wse_fanout::ids::ConnId;
 use wse_fanout::mesh::PublishRequest;
 use wse_fanout::presence::{MemberView, TopicStats};
@@ -67,9 +66,9 @@ pub enum EventKind {
         /// The `Cookie` header as sent.
         cookies: Box<str>,
     },
-    /// A WSE envelope from the client, whole (after the legacy prefix was stripped and E2E
-    /// opened). Also `subscription_update` and `sync_request`, after the engine acted.
-    Message(Value),
+    /// A WSE envelope from the client, as JSON text. Also `subscription_update` and
+    /// `sync_request`, after the engine acted.
+    Message(Envelope),
     /// A text message that is not a JSON envelope.
     Raw(Box<str>),
     /// A binary message that is not a known format.
@@ -95,6 +94,42 @@ pub enum EventKind {
         /// The member's data, JSON text; `None` when it has none.
         data: Option<Arc<str>>,
     },
+}
+
+/// A client's WSE envelope as the JSON text of one object: after E2E was opened, `C:`
+/// inflated, msgpack converted and a legacy `WSE`/`S`/`U` prefix stripped.
+///
+/// The engine read the type (`t`, or `type`) and routed by it; the rest it hands on unread,
+/// so that the application parses each message once, straight into its own types. Messages
+/// the engine acts on (`subscription_update`, `sync_request`) and binary frames were
+/// validated whole; for the others only the text up to the type was, so
+/// [`Envelope::parse`] may still fail, and an application treats such a message as one
+/// that is not an envelope (PROTOCOL.md §8: `raw`).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The message as it arrived, possibly with a legacy prefix before `start`.
+    text: Vec<u8>,
+    /// Where the JSON object starts in `text`.
+    start: usize,
+}
+
+impl Envelope {
+    /// The envelope in `text` from byte `start` (where a legacy prefix ends).
+    pub(crate) fn new(text: Vec<u8>, start: usize) -> Envelope {
+        debug_assert!(start <= text.len());
+        Envelope { text, start }
+    }
+
+    /// The envelope's JSON text (UTF-8 unless [`Envelope::parse`] says otherwise).
+    pub fn json(&self) -> &[u8] {
+        self.text.get(self.start..).unwrap_or_default()
+    }
+
+    /// Parses the text with sonic-rs: into a [`sonic_rs::Value`], or any type of the
+    /// application's.
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, sonic_rs::Error> {
+        sonic_rs::from_slice(self.json())
+    }
 }
 
 /// What a presence event announces.
@@ -512,7 +547,7 @@ mod tests {
         let names: Vec<&str> = [
             EventKind::AuthConnect { user_id: "u".into() },
             EventKind::Connect { cookies: "".into() },
-            EventKind::Message(Value::new()),
+            EventKind::Message(Envelope::new(b"{}".to_vec(), 0)),
             EventKind::Raw("x".into()),
             EventKind::Binary(Bytes::new()),
             EventKind::Disconnect { code: 1000, reason: "".into() },

@@ -19,20 +19,22 @@ use common::{masked, random_key, RawClient, BINARY, CLOSE, FIN, IO_LIMIT, PING, 
 use sonic_rs::JsonValueTrait;
 use wse_shard::{ConnId, Error, Event, EventKind, Priority};
 
-/// `t` of a `msg` event.
-fn msg_type(event: &Event) -> Option<&str> {
+/// The document of a `msg` event.
+fn msg(event: &Event) -> Option<sonic_rs::Value> {
     match &event.kind {
-        EventKind::Message(v) => v.get("t").and_then(|t| t.as_str()),
+        EventKind::Message(envelope) => Some(envelope.parse().expect("the envelope is JSON")),
         _ => None,
     }
 }
 
+/// `t` of a `msg` event.
+fn msg_type(event: &Event) -> Option<String> {
+    msg(event)?.get("t").and_then(|t| t.as_str()).map(str::to_owned)
+}
+
 /// `p.n` of a `msg` event.
 fn msg_n(event: &Event) -> Option<u64> {
-    match &event.kind {
-        EventKind::Message(v) => v.get("p").and_then(|p| p.get("n")).and_then(|n| n.as_u64()),
-        _ => None,
-    }
+    msg(event)?.get("p").and_then(|p| p.get("n")).and_then(|n| n.as_u64())
 }
 
 /// The next WSE message (text or binary JSON frame), answering Pings and skipping
@@ -103,7 +105,7 @@ fn drain_collects_every_connections_events_from_two_shards_in_order() {
         let kinds: Vec<&str> = list.iter().map(|e| e.kind.name()).collect();
         assert_eq!(kinds.len(), per_client as usize + 5, "{conn}: {kinds:?}");
         assert_eq!(kinds[0], "connect", "{conn}: {kinds:?}");
-        assert_eq!(msg_type(list[1]), Some("subscription_update"), "{conn}");
+        assert_eq!(msg_type(list[1]).as_deref(), Some("subscription_update"), "{conn}");
         let numbers: Vec<u64> =
             list[2..2 + per_client as usize].iter().filter_map(|e| msg_n(e)).collect();
         assert_eq!(numbers, (0..per_client).collect::<Vec<u64>>(), "{conn}: msg order");
@@ -352,9 +354,10 @@ fn snapshot_replies_and_snapshot_complete_come_before_held_updates() {
     let (mut client, conn) = open(&engine, "/wse");
     client.subscribe("subscribe", &["prices"]);
     client.send_text(r#"{"t":"sync_request","p":{"topics":["prices"]}}"#);
-    let events =
-        drain_until(&app, IO_LIMIT, |all| all.iter().any(|e| msg_type(e) == Some("sync_request")));
-    assert!(events.iter().any(|e| msg_type(e) == Some("sync_request")), "{events:?}");
+    let events = drain_until(&app, IO_LIMIT, |all| {
+        all.iter().any(|e| msg_type(e).as_deref() == Some("sync_request"))
+    });
+    assert!(events.iter().any(|e| msg_type(e).as_deref() == Some("sync_request")), "{events:?}");
 
     // Updates published now are held, even at a higher priority than the replies.
     for n in 0..5 {
@@ -403,7 +406,9 @@ fn snapshot_timeout_releases_held_updates_and_is_counted() {
     let (mut client, _) = open(&engine, "/wse");
     client.subscribe("subscribe", &["feed.*"]);
     client.send_text(r#"{"t":"sync_request","p":{"topics":["feed.*"]}}"#);
-    drain_until(&app, IO_LIMIT, |all| all.iter().any(|e| msg_type(e) == Some("sync_request")));
+    drain_until(&app, IO_LIMIT, |all| {
+        all.iter().any(|e| msg_type(e).as_deref() == Some("sync_request"))
+    });
     let held_at = Instant::now();
     for n in 0..3 {
         app.publish("feed.a", &format!(r#"{{"n":{n}}}"#), None, Priority::Normal).expect("publish");
@@ -632,9 +637,10 @@ fn e2e_messages_arrive_opened_and_send_event_is_sealed() {
     let mut sealed = Vec::new();
     keys.seal(br#"{"t":"order","p":{"n":7}}"#, &mut sealed).expect("seal");
     client.send(&masked(FIN | BINARY, &sealed, random_key()));
-    let events =
-        drain_until(&app, IO_LIMIT, |all| all.iter().any(|e| msg_type(e) == Some("order")));
-    let order = events.iter().find(|e| msg_type(e) == Some("order")).expect("msg event");
+    let events = drain_until(&app, IO_LIMIT, |all| {
+        all.iter().any(|e| msg_type(e).as_deref() == Some("order"))
+    });
+    let order = events.iter().find(|e| msg_type(e).as_deref() == Some("order")).expect("msg event");
     assert_eq!(msg_n(order), Some(7));
 
     // send_event on an E2E connection is an E: frame holding the envelope with its seq.

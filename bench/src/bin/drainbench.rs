@@ -177,7 +177,8 @@ struct Seen {
 impl Seen {
     fn check(&mut self, batch: &[Event]) {
         for event in batch {
-            let EventKind::Message(value) = &event.kind else { continue };
+            let EventKind::Message(envelope) = &event.kind else { continue };
+            let value: sonic_rs::Value = envelope.parse().unwrap_or_default();
             let n = value.get("p").and_then(|p| p.get("n")).and_then(|n| n.as_u64());
             let want = self.next.entry(event.conn).or_insert(0);
             if n != Some(*want) {

@@ -96,7 +96,8 @@ fn main() -> ExitCode {
             break;
         }
         for event in &batch {
-            let EventKind::Message(value) = &event.kind else { continue };
+            let EventKind::Message(envelope) = &event.kind else { continue };
+            let value: sonic_rs::Value = envelope.parse().unwrap_or_default();
             if value.get("t").and_then(|t| t.as_str()) == Some("bench_stats") {
                 let _ = app.send(event.conn, &counts.stats());
                 continue;

@@ -31,7 +31,7 @@ use std::io::Write;
 use rmpv::ValueRef;
 use sonic_rs::Value;
 
-use crate::envelope::{self, Inbound, MAX_NESTING};
+use crate::envelope::{self, Head, Inbound, MAX_NESTING};
 use crate::Error;
 
 /// The two bytes every msgpack frame starts with.
@@ -97,12 +97,23 @@ pub fn to_value(bytes: &[u8], max_len: usize) -> Result<Value, Error> {
 /// string `t` or `type`; [`Inbound::raw`] is the message as JSON would have given it.
 /// `max_len` bounds the JSON text the message becomes.
 pub fn parse_inbound(bytes: &[u8], max_len: usize) -> Result<Inbound, Error> {
+    let (json, _) = to_envelope(bytes, max_len)?;
+    envelope::parse_inbound(&json)
+}
+
+/// Converts one client message sent as msgpack (without its `M:` prefix) to the JSON text
+/// of an envelope, and reads its type ([`envelope::scan_inbound`]).
+///
+/// Errors as [`parse_inbound`] does. The text is valid JSON, so the rest of it parses as
+/// any envelope does.
+pub fn to_envelope(bytes: &[u8], max_len: usize) -> Result<(Vec<u8>, Head), Error> {
     if !starts_map(bytes) {
         return Err(invalid("msgpack message is not a map"));
     }
     let mut json = Vec::with_capacity(bytes.len() * 2);
     to_json(bytes, max_len, &mut json)?;
-    envelope::parse_inbound(&json)
+    let head = envelope::scan_inbound(&json)?;
+    Ok((json, head))
 }
 
 /// The msgpack body of an inbound binary message, if it is one: after an `M:` prefix on any

@@ -29,6 +29,7 @@ use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 
 use super::{Conn, Session, AUTH_FAILED};
+use crate::app::Envelope;
 use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
 use crate::security;
 use crate::server::Shared;
@@ -78,20 +79,32 @@ impl Session {
         };
         let size = data.len();
         let msgpack_body = if text { None } else { msgpack::body_of(&data, self.conn.msgpack) };
-        let inbound = if let Some(body) = msgpack_body {
-            let Some(inbound) = self.read_msgpack(body, sealed) else { return };
-            inbound
+        // JSON text that is known to be UTF-8: a text frame's (the reader checked it), or
+        // what a msgpack message became.
+        let (json, head, utf8) = if let Some(body) = msgpack_body {
+            let Some((json, head)) = self.read_msgpack(body, sealed) else { return };
+            (json, head, true)
         } else {
             if data.first() != Some(&b'{') && !text {
                 return self.emit_unknown(text, data);
             }
-            let Ok(inbound) = envelope::parse_inbound(&data) else {
+            let Ok(head) = envelope::scan_inbound(&data) else {
                 return self.emit_unknown(text, data);
             };
             if !sealed && !self.signature_ok(&data) {
                 return;
             }
-            inbound
+            (data, head, text)
+        };
+        if utf8 && !engine::needs_document(&head.t) {
+            // The common case: the application's own message, handed on unread.
+            if self.refuses_downgrade(sealed, false) {
+                return;
+            }
+            return self.emit_message(Envelope::new(json, head.start), size);
+        }
+        let Ok(inbound) = envelope::parse_inbound(&json) else {
+            return self.emit_unknown(text, json);
         };
         let message = match engine::classify(inbound) {
             Ok(message) => message,
@@ -101,24 +114,34 @@ impl Session {
                 });
             }
         };
-        self.peer_sealed |= sealed;
         let heartbeat = matches!(message, ClientMessage::Ping { .. });
-        if !sealed && !heartbeat && self.peer_sealed {
-            // No downgrade: once the client seals, only heartbeats may travel in plaintext.
-            // Until its first `E:` frame, plaintext still passes: 2.x clients subscribe right
-            // after `server_ready`, before they have read `server_hello`.
-            self.shard.metrics().security(SecurityEvent::EncryptionRequired);
-            let text = "this connection is encrypted; send E: frames";
-            return self.send_direct(Priority::High, "error", None, |meta, out| {
-                engine::error("ENCRYPTION_REQUIRED", text, true, None, meta, out);
-            });
+        if self.refuses_downgrade(sealed, heartbeat) {
+            return;
         }
-        self.engine_message(message, size).await;
+        let envelope = Envelope::new(json, head.start);
+        self.engine_message(message, envelope, size).await;
     }
 
-    /// Acts on a message the engine knows; `size` is its length as received, for the event
-    /// the application gets.
-    async fn engine_message(&mut self, message: ClientMessage, size: usize) {
+    /// Once the client seals, only heartbeats may travel in plaintext: refuses (and answers
+    /// `ENCRYPTION_REQUIRED` to) a plaintext message after the first `E:` frame. Until then
+    /// plaintext still passes: 2.x clients subscribe right after `server_ready`, before they
+    /// have read `server_hello`.
+    fn refuses_downgrade(&mut self, sealed: bool, heartbeat: bool) -> bool {
+        self.peer_sealed |= sealed;
+        if sealed || heartbeat || !self.peer_sealed {
+            return false;
+        }
+        self.shard.metrics().security(SecurityEvent::EncryptionRequired);
+        let text = "this connection is encrypted; send E: frames";
+        self.send_direct(Priority::High, "error", None, |meta, out| {
+            engine::error("ENCRYPTION_REQUIRED", text, true, None, meta, out);
+        });
+        true
+    }
+
+    /// Acts on a message the engine reads; `envelope` is its text and `size` its length as
+    /// received, for the event the application gets after some of them.
+    async fn engine_message(&mut self, message: ClientMessage, envelope: Envelope, size: usize) {
         match message {
             ClientMessage::Ping { timestamp, cid } => {
                 self.send_direct(Priority::High, "PONG", cid.as_deref(), |meta, out| {
@@ -131,14 +154,14 @@ impl Session {
                 let recovery = update.recovery_requests();
                 let filters = update.filters.as_ref();
                 self.subscription(update.action, update.topics, filters, &recovery, cid.as_deref());
-                self.emit_message(update.inbound.raw, size);
+                self.emit_message(envelope, size);
             }
             ClientMessage::Publish(request) => self.publish(request).await,
             ClientMessage::App(inbound) => {
                 if inbound.t == "sync_request" {
                     self.sync_request(inbound.payload());
                 }
-                self.emit_message(inbound.raw, size);
+                self.emit_message(envelope, size);
             }
         }
     }

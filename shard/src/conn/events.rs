@@ -17,12 +17,11 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use sonic_rs::Value;
 use wse_protocol::handshake::Request;
 
 use super::Session;
 use crate::app::inbound::Slot;
-use crate::app::{ConnectionInfo, Event, EventKind};
+use crate::app::{ConnectionInfo, Envelope, Event, EventKind};
 use crate::metrics::{CloseReason, ShardMetrics};
 use crate::shard::Shard;
 
@@ -37,7 +36,7 @@ impl Session {
     }
 
     /// A client message that is a WSE envelope; `size` is its length as received.
-    pub(super) fn emit_message(&mut self, envelope: Value, size: usize) {
+    pub(super) fn emit_message(&mut self, envelope: Envelope, size: usize) {
         self.emit_sized(EventKind::Message(envelope), size);
     }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use wse_protocol::deflate::c_frame_body;
 use wse_protocol::engine::{self, RateLimitStatus};
-use wse_protocol::envelope::{Inbound, Priority};
+use wse_protocol::envelope::{Head, Priority};
 use wse_protocol::msgpack;
 use wse_protocol::ratelimit::{Take, TokenBucket};
 use wse_protocol::{signing, Error as ProtocolError};
@@ -164,11 +164,12 @@ impl Session {
         Some((data, true))
     }
 
-    /// Reads a msgpack message (its body, after any `M:`) as an envelope; `None` when it is
-    /// refused. A malformed one is answered with `error` `INVALID_MESSAGE` and the
-    /// connection stays open. Msgpack carries no signature (§6), so when signed messages are
-    /// required only a sealed one passes; a plaintext one gets `BAD_SIGNATURE`.
-    pub(super) fn read_msgpack(&mut self, body: &[u8], sealed: bool) -> Option<Inbound> {
+    /// Converts a msgpack message (its body, after any `M:`) to an envelope's JSON text and
+    /// reads its type; `None` when it is refused. A malformed one is answered with `error`
+    /// `INVALID_MESSAGE` and the connection stays open. Msgpack carries no signature (§6), so
+    /// when signed messages are required only a sealed one passes; a plaintext one gets
+    /// `BAD_SIGNATURE`.
+    pub(super) fn read_msgpack(&mut self, body: &[u8], sealed: bool) -> Option<(Vec<u8>, Head)> {
         let metrics = self.shard.metrics();
         ShardMetrics::add(&metrics.msgpack_in, 1);
         let config = &self.shard.shared.config;
@@ -181,8 +182,8 @@ impl Session {
             return None;
         }
         let max_json = config.max_message_size.saturating_mul(MSGPACK_JSON_GROWTH);
-        match msgpack::parse_inbound(body, max_json) {
-            Ok(inbound) => Some(inbound),
+        match msgpack::to_envelope(body, max_json) {
+            Ok(envelope) => Some(envelope),
             Err(error) => {
                 ShardMetrics::add(&metrics.msgpack_invalid, 1);
                 tracing::debug!(conn = self.conn.id.0, %error, "msgpack message refused");

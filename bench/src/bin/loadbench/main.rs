@@ -79,6 +79,12 @@ struct Args {
     /// Fan-out subscriber counts [default: from the preset].
     #[arg(long, value_delimiter = ',')]
     subscribers: Vec<usize>,
+    /// Inbound message sizes in bytes [default: from the preset].
+    #[arg(long, value_delimiter = ',')]
+    inbound_sizes: Vec<usize>,
+    /// Inbound wire formats: `json`, `msgpack` [default: both].
+    #[arg(long, value_delimiter = ',', value_enum)]
+    formats: Vec<Format>,
     /// Scale checkpoints (connections) [default: from the preset].
     #[arg(long, value_delimiter = ',')]
     connections: Vec<usize>,
@@ -281,12 +287,16 @@ fn plan(args: &Args) -> Plan {
     };
     Plan {
         inbound: InboundPlan {
-            sizes: if quick {
-                vec![64, 16 * 1024]
+            sizes: pick(
+                &args.inbound_sizes,
+                &[64, 16 * 1024],
+                &[64, 256, 1024, 16 * 1024, 64 * 1024],
+            ),
+            formats: if args.formats.is_empty() {
+                vec![Format::Json, Format::Msgpack]
             } else {
-                vec![64, 256, 1024, 16 * 1024, 64 * 1024]
+                args.formats.clone()
             },
-            formats: vec![Format::Json, Format::Msgpack],
             connections: 4,
             seconds: if quick { 1.0 } else { 3.0 },
         },

@@ -4,7 +4,7 @@
 //! Each function runs one peer on a fresh server per measurement and returns its rows; the
 //! caller runs the peers one after another with the same arguments.
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub(crate) struct Ctx {
 }
 
 /// Wire format of the inbound messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Format {
     Json,
     Msgpack,
@@ -123,8 +123,9 @@ fn inbound_one(
         return Err(format!("{} connections failed: {:?}", opened.failed, opened.errors));
     }
     let mut control = connect(&ctx.dial(server.addr, "/wse"), ctx.timeout)?;
-    // An application that fell behind answers `bench_stats` only after its backlog.
-    let _ = control.stream().set_read_timeout(Some(STATS_TIMEOUT));
+    // An application that fell behind answers `bench_stats` only after its backlog, and an
+    // engine that drops what its queue cannot hold may drop the question: it is asked again.
+    let _ = control.stream().set_read_timeout(Some(ASK_AGAIN));
 
     // Every connection sends as fast as the server reads, for the same time.
     let until = Instant::now() + Duration::from_secs_f64(plan.seconds);
@@ -237,11 +238,24 @@ fn wait_for_count(control: &mut Client, want: u64, stuck: Duration) -> Result<St
     }
 }
 
+/// Asks the application for its counts: again every [`ASK_AGAIN`] without an answer, until
+/// [`STATS_TIMEOUT`].
 fn ask_stats(control: &mut Client) -> Result<Stats, String> {
-    let frame = ws::masked_text(br#"{"t":"bench_stats","p":{}}"#, [9, 8, 7, 6]);
-    control.stream().write_all(&frame).map_err(|e| format!("bench_stats: {e}"))?;
+    let question = ws::masked_text(br#"{"t":"bench_stats","p":{}}"#, [9, 8, 7, 6]);
+    let until = Instant::now() + STATS_TIMEOUT;
+    control.stream().write_all(&question).map_err(|e| format!("bench_stats: {e}"))?;
     loop {
-        let frame = control.read_frame().map_err(|e| format!("bench_stats answer: {e}"))?;
+        let frame = match control.read_frame() {
+            Ok(frame) => frame,
+            Err(ws::Error::Io { source, .. })
+                if matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    && Instant::now() < until =>
+            {
+                control.stream().write_all(&question).map_err(|e| format!("bench_stats: {e}"))?;
+                continue;
+            }
+            Err(e) => return Err(format!("bench_stats answer: {e}")),
+        };
         let text = String::from_utf8_lossy(&frame.payload);
         if !text.contains("\"bench_stats\"") {
             continue;
@@ -503,6 +517,8 @@ const TOPIC: &str = "bench";
 const ENVELOPE_BYTES: usize = 36;
 /// About how many bytes one write of the inbound senders carries.
 const BATCH_BYTES: usize = 64 * 1024;
+/// How long a `bench_stats` question waits before it is asked again.
+const ASK_AGAIN: Duration = Duration::from_secs(2);
 /// How long the application may take to answer `bench_stats`.
 const STATS_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long subscribers may take to receive what was published.
