@@ -75,8 +75,10 @@ impl InboundLimit {
 
 impl Session {
     /// Takes one token for an inbound data message; `false` when the message is refused.
+    /// The message counts as arriving when its bytes were read (one clock read per read,
+    /// not per message).
     pub(super) fn take_token(&mut self) -> bool {
-        let now = Instant::now();
+        let now = self.conn.last_seen.get();
         let at = self.inbound.millis(now);
         match self.inbound.bucket.try_take(at) {
             Take::Ok { remaining } => {
