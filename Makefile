@@ -11,6 +11,7 @@ SHELL := bash
 # because some targets run their tools from a subdirectory (clients/python, clients/typescript).
 TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
 BIN := $(TARGET_DIR)/release/wse-server
+WHEELS := $(TARGET_DIR)/wheels
 export WSE_SERVER ?= $(BIN)
 # A WSE_SERVER given in the environment is used as it is; otherwise the client targets
 # build the release binary first.
@@ -124,8 +125,14 @@ pyclient-lint: pyclient-venv ## Python client: ruff check, ruff format --check, 
 	cd clients/python && ../../$(PYCLIENT)/ruff check . && ../../$(PYCLIENT)/ruff format --check .
 	cd clients/python && ../../$(PYCLIENT)/mypy
 
+# tests/test_rust_server.py drives the client against RustWSEServer from our wheel.
+.PHONY: pyclient-wheel
+pyclient-wheel: pyclient-venv py-build ## install the wse_server wheel of target/wheels into .venv/pyclient
+	$(PYCLIENT)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+		$(WHEELS)/wse_server-*.whl
+
 .PHONY: pyclient-test
-pyclient-test: pyclient-lint $(PYCLIENT_SERVER) ## Python client: unit and wse-server integration tests, branch coverage >= 90 %
+pyclient-test: pyclient-wheel pyclient-lint $(PYCLIENT_SERVER) ## Python client: unit tests, integration tests against wse-server and RustWSEServer, branch coverage >= 90 %
 	cd clients/python && ../../$(PYCLIENT)/python -m pytest tests \
 		--cov=wse_client --cov-branch --cov-report=term-missing:skip-covered --cov-fail-under=90
 
@@ -150,8 +157,6 @@ drainbench: ## events per second through the application's drain (engine in-proc
 .PHONY: scaleout-bench
 scaleout-bench: deps build ## deliveries/s over 3 instances on Redis and 1,000 subscribers, beside one instance without Redis
 	$(TARGET_DIR)/release/scaleoutbench --server $(BIN)
-
-WHEELS := $(TARGET_DIR)/wheels
 
 .PHONY: py-build
 py-build: venv ## build the wse_server wheel (maturin, release) into target/wheels, install it in .venv

@@ -120,7 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     port = args.port or free_port()
     secret = args.jwt_secret.encode() if args.jwt_secret else None
-    server = RustWSEServer(
+    # The 2.5.1 engine: not the API of our wheel, whose stub mypy reads when the wheel
+    # is installed beside the client (`make pyclient-test` puts it there).
+    server: Any = RustWSEServer(
         "127.0.0.1", port, recovery_enabled=True, jwt_secret=secret, ping_interval=5
     )
     server.enable_drain_mode()
