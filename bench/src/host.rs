@@ -79,6 +79,17 @@ pub fn kernel_tcp_kib() -> Option<u64> {
     Some(pages * page_kib())
 }
 
+/// CPU time process `pid` has used so far, user and system, in seconds (`/proc/PID/stat`).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: count fields after its last `)`.
+    // Then `state` is the first; `utime` and `stime` (fields 14 and 15) are the 12th and 13th.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks())
+}
+
 /// The soft limit on open files of this process (`Max open files` in `/proc/self/limits`).
 pub fn open_file_limit() -> Option<u64> {
     let text = fs::read_to_string("/proc/self/limits").ok()?;
@@ -146,6 +157,11 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
 }
 
 /// Page size in KiB, as `getconf PAGESIZE` reports it.
+/// Ticks per second of the times in `/proc/PID/stat` (`USER_HZ`, 100 on Linux x86).
+fn clock_ticks() -> f64 {
+    command_line("getconf", &["CLK_TCK"]).parse().unwrap_or(100.0)
+}
+
 fn page_kib() -> u64 {
     let bytes: u64 = command_line("getconf", &["PAGESIZE"]).parse().unwrap_or(4096);
     bytes / 1024
@@ -154,6 +170,17 @@ fn page_kib() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_this_processs_cpu_time() {
+        let before = cpu_seconds(std::process::id()).expect("own stat");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = cpu_seconds(std::process::id()).expect("own stat");
+        assert!(after > before && after - before < 5.0, "{before} then {after}");
+    }
 
     #[test]
     fn converts_day_counts_to_dates() {

@@ -9,10 +9,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use wse_bench::clients;
 use wse_bench::fanout::{self, Publisher, Readers};
 use wse_bench::server::Server;
 use wse_bench::ws::{self, Client, Dial, Handshake, Keys, BINARY, TEXT};
+use wse_bench::{clients, host};
 
 use crate::peers::{Peer, Role, Setup, STOP_DEADLINE};
 use crate::rows::Row;
@@ -291,10 +291,16 @@ pub(crate) fn fanout(ctx: &Ctx, peer: Peer, plan: &FanoutPlan) -> Vec<Row> {
                     peer,
                     param: param.clone(),
                     x,
-                    metrics: vec![
+                    metrics: [
                         ("deliveries_per_s", m.deliveries as f64 / m.seconds),
                         ("published", m.published as f64),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(m.server_cpu.map(|cpu| ("server_cpu_pct", 100.0 * cpu / m.seconds)))
+                    .chain(
+                        m.server_cpu.map(|cpu| ("deliveries_per_cpu_s", m.deliveries as f64 / cpu)),
+                    )
+                    .collect(),
                     lost: Some(m.lost),
                     note: String::new(),
                     command: command.clone(),
@@ -337,6 +343,8 @@ struct Fanned {
     deliveries: u64,
     lost: u64,
     seconds: f64,
+    /// CPU seconds the server process used meanwhile, when `/proc` tells.
+    server_cpu: Option<f64>,
     latency: Histogram<u64>,
     paced_rate: f64,
     paced_lost: u64,
@@ -372,6 +380,7 @@ fn fan(
 
     // Throughput: the publisher stays within `window` of the slowest subscriber.
     let started = Instant::now();
+    let cpu_before = host::cpu_seconds(server.pid());
     publisher.run_sampling(
         &readers,
         Duration::from_secs_f64(plan.seconds),
@@ -382,6 +391,7 @@ fn fan(
     let published = publisher.sent;
     readers.wait_for(published, DRAIN_DEADLINE);
     let seconds = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_before.zip(host::cpu_seconds(server.pid())).map(|(a, b)| b - a);
     let deliveries = readers.delivered();
     let lost = readers.lost(published);
 
@@ -394,7 +404,7 @@ fn fan(
     let paced_lost = readers.lost(publisher.sent).saturating_sub(lost);
     let latency = readers.latency();
     readers.stop();
-    Ok(Fanned { published, deliveries, lost, seconds, latency, paced_rate, paced_lost })
+    Ok(Fanned { published, deliveries, lost, seconds, server_cpu, latency, paced_rate, paced_lost })
 }
 
 /// Upgrade-to-`server_ready` time of fresh connections, and `ping` round trips.
