@@ -137,6 +137,13 @@ fn inbound(c: &mut Criterion) {
             black_box(inbound.t.len())
         })
     });
+    // What a message the engine hands on costs: its type alone, the msgpack checked whole.
+    group.bench_function("json_scan", |b| {
+        b.iter(|| black_box(envelope::scan_inbound(black_box(json)).expect("scans").t.len()))
+    });
+    group.bench_function("msgpack_scan", |b| {
+        b.iter(|| black_box(msgpack::scan_inbound(black_box(&packed)).expect("scans").t.len()))
+    });
     group.finish();
 }
 

@@ -501,7 +501,7 @@ const SYSTEM_TYPES: [&str; 10] = [
 pub const MAX_NESTING: usize = 32;
 
 /// Why a message without a string `t` or `type` is not an envelope.
-const NO_TYPE: &str = "message has no string \"t\" or \"type\"";
+pub(crate) const NO_TYPE: &str = "message has no string \"t\" or \"type\"";
 
 /// 2^53: beyond it not every integer is an f64, so larger values are written as floats.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;

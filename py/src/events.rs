@@ -2,8 +2,8 @@
 //!
 //! Place: `App::drain → **events** → drain_inbound's list`. Runs with the GIL held, once per
 //! batch: the caller drained with the GIL released, then builds every tuple here in one go.
-//! A `msg` envelope arrives as the JSON text the shard routed without reading it whole;
-//! [`crate::json`] parses it straight into dicts and lists.
+//! A `msg` envelope arrives as the JSON text or the msgpack the shard routed without
+//! converting it; [`crate::json`] and [`crate::unpack`] read it straight into dicts and lists.
 //!
 //! Connection ids cross into Python as the decimal text of [`ConnId`] (the engine's own
 //! spelling in logs); [`parse_conn`] reads them back.
@@ -15,9 +15,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use sonic_rs::{JsonContainerTrait, JsonType, JsonValueTrait, Value};
-use wse_shard::{ConnId, Event, EventKind};
+use wse_shard::{ConnId, Event, EventKind, Format};
 
 use crate::json::{envelope_to_py, Words};
+use crate::unpack;
 
 /// The Python text of every connection that has events, made once per connection rather
 /// than once per event. An entry goes with the connection's `disconnect` event, so there is
@@ -77,11 +78,18 @@ fn to_tuple<'py>(
     let (kind, conn, data): (&Bound<'_, PyString>, Bound<'_, PyAny>, Bound<'_, PyAny>) = match event
         .kind
     {
-        EventKind::Message(envelope) => match envelope_to_py(py, envelope.json(), words) {
-            Some(message) => (intern!(py, "msg"), conn, message),
-            // Past its type the engine did not read it (`Envelope`): not JSON after all.
-            None => (intern!(py, "raw"), conn, lossy(py, envelope.json())),
-        },
+        EventKind::Message(envelope) => {
+            let body = envelope.body();
+            let message = match envelope.format() {
+                Format::Json => envelope_to_py(py, body, words),
+                Format::Msgpack => unpack::envelope_to_py(py, body, words),
+            };
+            match message {
+                Some(message) => (intern!(py, "msg"), conn, message),
+                // Past its type the engine did not read it (`Envelope`): not JSON after all.
+                None => (intern!(py, "raw"), conn, lossy(py, body)),
+            }
+        }
         EventKind::AuthConnect { user_id } => {
             (intern!(py, "auth_connect"), conn, text(py, &user_id))
         }

@@ -37,7 +37,7 @@ impl Words {
     }
 
     /// `text` as a Python string, reused when the cache has it.
-    fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+    pub(crate) fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
         if text.len() > WORD_BYTES {
             return PyString::new(py, text);
         }
@@ -171,23 +171,32 @@ impl<'de, 'py> Visitor<'de> for Key<'_, 'py> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        let py = self.py;
-        let word = match key {
-            "t" => intern!(py, "t").clone(),
-            "p" => intern!(py, "p").clone(),
-            "c" => intern!(py, "c").clone(),
-            "id" => intern!(py, "id").clone(),
-            "ts" => intern!(py, "ts").clone(),
-            "v" => intern!(py, "v").clone(),
-            "seq" => intern!(py, "seq").clone(),
-            "pri" => intern!(py, "pri").clone(),
-            "cid" => intern!(py, "cid").clone(),
-            "type" => intern!(py, "type").clone(),
-            "payload" => intern!(py, "payload").clone(),
-            _ => self.words.get(py, key),
-        };
-        Ok((word, matches!(key, "t" | "type")))
+        Ok(key_word(self.py, self.words, key))
     }
+}
+
+/// An object key as a Python string, and whether it is `t` or `type`: the envelope's own
+/// keys are interned, other short keys come from `words`.
+pub(crate) fn key_word<'py>(
+    py: Python<'py>,
+    words: &mut Words,
+    key: &str,
+) -> (Bound<'py, PyString>, bool) {
+    let word = match key {
+        "t" => intern!(py, "t").clone(),
+        "p" => intern!(py, "p").clone(),
+        "c" => intern!(py, "c").clone(),
+        "id" => intern!(py, "id").clone(),
+        "ts" => intern!(py, "ts").clone(),
+        "v" => intern!(py, "v").clone(),
+        "seq" => intern!(py, "seq").clone(),
+        "pri" => intern!(py, "pri").clone(),
+        "cid" => intern!(py, "cid").clone(),
+        "type" => intern!(py, "type").clone(),
+        "payload" => intern!(py, "payload").clone(),
+        _ => words.get(py, key),
+    };
+    (word, matches!(key, "t" | "type"))
 }
 
 /// A Python error met while building, as the reader's error (the parse then stops).

@@ -31,6 +31,7 @@ mod json;
 mod options;
 mod payload;
 mod server;
+mod unpack;
 
 use pyo3::prelude::*;
 

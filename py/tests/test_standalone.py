@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+import msgpack
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -28,6 +29,7 @@ from conftest import (
     url,
 )
 from wse_server import RustWSEServer, ServerBusyError, ServerNotRunningError
+from wse_server._wse_accel import msgpack_to_json
 
 
 async def next_message(ws: ClientConnection, within: float = 5.0) -> dict[str, Any]:
@@ -133,6 +135,65 @@ def test_drained_envelopes_are_what_json_loads_gives(start_server: StartServer) 
     for (_, drained), (_, loaded) in zip(data, expected, strict=False):
         # Types too: json.loads keeps the last of duplicate keys, -0.0 is a float.
         assert repr(drained) == repr(loaded)
+
+
+# Msgpack envelopes with every kind of value, and what each one drains as: the values
+# json.loads gives for the message's JSON form (bin and ext as hex, other scalar keys as
+# their JSON text, NaN and infinities as None).
+MSGPACK_ENVELOPES: list[tuple[Any, dict[str, Any]]] = [
+    ({"t": "m", "p": {"c": 3, "n": 70000}}, {"t": "m", "p": {"c": 3, "n": 70000}}),
+    (
+        {"type": "alias", "t": 1, "p": [None, True, False, "é😀", "", [], {}]},
+        {"type": "alias", "t": 1, "p": [None, True, False, "é😀", "", [], {}]},
+    ),
+    (
+        {"t": "n", "p": [0, -1, -(2**63), 2**64 - 1, 1.0, -0.0, 0.1]},
+        {"t": "n", "p": [0, -1, -(2**63), 2**64 - 1, 1.0, -0.0, 0.1]},
+    ),
+    (
+        {"t": "f", "p": [float("nan"), float("inf"), float("-inf")]},
+        {"t": "f", "p": [None, None, None]},
+    ),
+    (
+        {"t": "b", "p": {"bin": b"\x00\xff", "ext": msgpack.ExtType(5, b"ab")}},
+        {"t": "b", "p": {"bin": "00ff", "ext": "6162"}},
+    ),
+    (
+        {"t": "k", "p": {7: "i", True: "b", None: "z", 1.5: "f", b"\x01": "x"}},
+        {"t": "k", "p": {"7": "i", "true": "b", "null": "z", "1.5": "f", "01": "x"}},
+    ),
+]
+
+
+def test_drained_msgpack_is_what_its_json_form_gives(
+    start_server: StartServer,
+) -> None:
+    server = start_server()
+    packed = [msgpack.packb(message) for message, _ in MSGPACK_ENVELOPES]
+    # 0.5 as a float 32, and a map with the same key twice (the last one stays).
+    packed.append(b"\x82\xa1t\xa2f3\xa1p\xca\x3f\x00\x00\x00")
+    packed.append(b"\x83\xa1t\xa1d\xa1p\x01\xa1p\x02")
+    expected = [drained for _, drained in MSGPACK_ENVELOPES]
+    expected += [{"t": "f3", "p": 0.5}, {"t": "d", "p": 2}]
+
+    async def client() -> None:
+        async with connect(url(server)) as prefixed:
+            assert (await next_message(prefixed))["t"] == "server_ready"
+            for body in packed:
+                await prefixed.send(b"M:" + body)
+        async with connect(url(server, "?format=msgpack")) as bare:
+            await bare.recv()
+            for body in packed:
+                await bare.send(body)
+
+    asyncio.run(client())
+    events = drain_until(server, lambda ev: len(kinds(ev, "disconnect")) == 2)
+    drained = [payload for _, _, payload in kinds(events, "msg")]
+    assert drained == expected + expected
+    for body, message in zip(packed + packed, drained, strict=True):
+        # Types too (1.0 stays a float, -0.0 keeps its sign), and the same as the JSON
+        # the engine's converter gives for the body.
+        assert repr(message) == repr(json.loads(msgpack_to_json(body, 1 << 20)))
 
 
 def test_integers_past_64_bits_are_drained_as_floats(start_server: StartServer) -> None:

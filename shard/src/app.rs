@@ -22,6 +22,7 @@
 pub(crate) mod inbound;
 mod scaleout;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use wse_protocol::auth::TopicRules;
 use wse_protocol::close::is_valid_close_code;
 use wse_protocol::envelope::Priority;
 use wse_protocol::frame::{Data, OpCode};
+use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 use wse_protocol::writer;
 
@@ -96,39 +98,81 @@ pub enum EventKind {
     },
 }
 
-/// A client's WSE envelope as the JSON text of one object: after E2E was opened, `C:`
-/// inflated, msgpack converted and a legacy `WSE`/`S`/`U` prefix stripped.
+/// A client's WSE envelope, as JSON text or as one msgpack map: after E2E was opened, `C:`
+/// inflated and a legacy `WSE`/`S`/`U` prefix or an `M:` prefix stripped.
 ///
 /// The engine read the type (`t`, or `type`) and routed by it; the rest it hands on unread,
-/// so that the application parses each message once, straight into its own types. Messages
-/// the engine acts on (`subscription_update`, `sync_request`) and binary frames were
-/// validated whole; for the others only the text up to the type was, so
-/// [`Envelope::parse`] may still fail, and an application treats such a message as one
-/// that is not an envelope (PROTOCOL.md §8: `raw`).
+/// so that the application parses each message once, straight into its own types. A
+/// msgpack message stays msgpack ([`Format::Msgpack`]): the engine checked all of it
+/// (`wse_protocol::msgpack::scan_inbound`), and [`Envelope::json`] gives its JSON form
+/// when the application wants text. Messages the engine acts on (`subscription_update`,
+/// `sync_request`) and binary frames were validated whole and arrive as JSON; for the other
+/// JSON messages only the text up to the type was, so [`Envelope::parse`] may still fail,
+/// and an application treats such a message as one that is not an envelope (PROTOCOL.md
+/// §8: `raw`).
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    /// The message as it arrived, possibly with a legacy prefix before `start`.
-    text: Vec<u8>,
-    /// Where the JSON object starts in `text`.
+    /// The message as it arrived, possibly with a prefix before `start`.
+    bytes: Vec<u8>,
+    /// Where the envelope starts in `bytes`.
     start: usize,
+    /// What `bytes[start..]` is.
+    format: Format,
+}
+
+/// The form an [`Envelope`] arrived in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON text (UTF-8 unless [`Envelope::parse`] says otherwise).
+    Json,
+    /// One msgpack map, checked whole by the engine.
+    Msgpack,
 }
 
 impl Envelope {
-    /// The envelope in `text` from byte `start` (where a legacy prefix ends).
+    /// The JSON envelope in `text` from byte `start` (where a legacy prefix ends).
     pub(crate) fn new(text: Vec<u8>, start: usize) -> Envelope {
         debug_assert!(start <= text.len());
-        Envelope { text, start }
+        Envelope { bytes: text, start, format: Format::Json }
     }
 
-    /// The envelope's JSON text (UTF-8 unless [`Envelope::parse`] says otherwise).
-    pub fn json(&self) -> &[u8] {
-        self.text.get(self.start..).unwrap_or_default()
+    /// The msgpack envelope in `bytes` from byte `start` (past `M:`), which
+    /// `msgpack::scan_inbound` accepted.
+    pub(crate) fn msgpack(bytes: Vec<u8>, start: usize) -> Envelope {
+        debug_assert!(start <= bytes.len());
+        Envelope { bytes, start, format: Format::Msgpack }
     }
 
-    /// Parses the text with sonic-rs: into a [`sonic_rs::Value`], or any type of the
+    /// The form the envelope arrived in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The envelope as it arrived, from its first byte: JSON text, or msgpack.
+    pub fn body(&self) -> &[u8] {
+        self.bytes.get(self.start..).unwrap_or_default()
+    }
+
+    /// The envelope as JSON text: the text itself, or the msgpack converted by the rules of
+    /// `wse_protocol::msgpack` (`bin` as hex, non-string keys as their text).
+    ///
+    /// Errors only for a msgpack envelope the engine did not check, which it does not hand on.
+    pub fn json(&self) -> Result<Cow<'_, [u8]>, wse_protocol::Error> {
+        match self.format {
+            Format::Json => Ok(Cow::Borrowed(self.body())),
+            Format::Msgpack => {
+                let mut json = Vec::with_capacity(self.body().len() * 2);
+                msgpack::to_json(self.body(), usize::MAX, &mut json)?;
+                Ok(Cow::Owned(json))
+            }
+        }
+    }
+
+    /// Parses the envelope with sonic-rs: into a [`sonic_rs::Value`], or any type of the
     /// application's.
-    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, sonic_rs::Error> {
-        sonic_rs::from_slice(self.json())
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, wse_protocol::Error> {
+        let json = self.json()?;
+        sonic_rs::from_slice(&json).map_err(|e| wse_protocol::Error::InvalidMessage(e.to_string()))
     }
 }
 

@@ -28,7 +28,7 @@ mod transport;
 
 use std::net::SocketAddr;
 
-pub use app::{App, ConnectionInfo, Envelope, Event, EventKind, PresenceKind};
+pub use app::{App, ConnectionInfo, Envelope, Event, EventKind, Format, PresenceKind};
 pub use config::{Config, RedisUrl};
 pub use server::{Control, Server};
 pub use wse_fanout::bridge::{BreakerState, BridgeStatus, DeadLetter};

@@ -24,8 +24,10 @@
 //!
 //! This module does not frame, seal or decide who gets msgpack: the shard does.
 
+mod scan;
 mod transcode;
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use rmpv::ValueRef;
@@ -66,12 +68,7 @@ pub fn from_json(json: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
 /// array or a map, or when the JSON text would exceed `max_len` bytes. `out` is then left as
 /// it was. See the module docs for how `bin`, `ext` and non-string keys are written.
 pub fn to_json(bytes: &[u8], max_len: usize, out: &mut Vec<u8>) -> Result<(), Error> {
-    let mut rest = bytes;
-    let value = rmpv::decode::read_value_ref_with_max_depth(&mut rest, DECODE_DEPTH)
-        .map_err(|_| invalid("message is not valid msgpack or nests too deeply"))?;
-    if !rest.is_empty() {
-        return Err(invalid("bytes after the msgpack value"));
-    }
+    let value = decode(bytes)?;
     let start = out.len();
     let limit = start.saturating_add(max_len);
     let written = write_json(&value, 0, out).and_then(|()| {
@@ -114,6 +111,63 @@ pub fn to_envelope(bytes: &[u8], max_len: usize) -> Result<(Vec<u8>, Head), Erro
     to_json(bytes, max_len, &mut json)?;
     let head = envelope::scan_inbound(&json)?;
     Ok((json, head))
+}
+
+/// Reads only the type of one client message sent as msgpack (without its `M:` prefix), for
+/// routing, without converting it: the msgpack counterpart of [`envelope::scan_inbound`].
+///
+/// Unlike the JSON scan it checks the whole message, which costs little in msgpack: one
+/// complete map, nothing after it, nesting within [`MAX_NESTING`], strings UTF-8, no key an
+/// array or a map. So every message it accepts converts ([`to_json`], without a size
+/// bound) and its type is the one [`to_envelope`] reads: the first top-level string key
+/// `t` when its value is a string, else the first `type` (`start` is 0).
+pub fn scan_inbound(bytes: &[u8]) -> Result<Head, Error> {
+    let types = scan::top_map(bytes)?;
+    let t = types.t.or(types.alias).ok_or_else(|| invalid(envelope::NO_TYPE))?;
+    Ok(Head { t: t.to_owned(), start: 0 })
+}
+
+/// One complete msgpack value, `bytes` exactly, as rmpv reads it (strings borrowed).
+///
+/// Errors when `bytes` is not one value, has bytes after it, or nests far deeper than
+/// [`MAX_NESTING`]; the exact nesting rule, UTF-8 and key kinds are [`scan_inbound`]'s and
+/// [`to_json`]'s to check.
+pub fn decode(bytes: &[u8]) -> Result<ValueRef<'_>, Error> {
+    let mut rest = bytes;
+    let value = rmpv::decode::read_value_ref_with_max_depth(&mut rest, DECODE_DEPTH)
+        .map_err(|_| invalid("message is not valid msgpack or nests too deeply"))?;
+    if !rest.is_empty() {
+        return Err(invalid("bytes after the msgpack value"));
+    }
+    Ok(value)
+}
+
+/// The text a map key stands for once converted: a string as it is, `bin` and `ext` as
+/// lowercase hex, any other scalar as its JSON text (`1` → `"1"`, `true`, `null`, `1.5`).
+/// Errors for a key that is an array or a map, or a string that is not UTF-8.
+pub fn key_text<'a>(key: &ValueRef<'a>) -> Result<Cow<'a, str>, Error> {
+    match key {
+        ValueRef::String(s) => {
+            s.into_str().map(Cow::Borrowed).ok_or_else(|| invalid("msgpack string is not UTF-8"))
+        }
+        ValueRef::Binary(bytes) | ValueRef::Ext(_, bytes) => Ok(Cow::Owned(hex(bytes))),
+        ValueRef::Array(_) | ValueRef::Map(_) => Err(invalid("msgpack map key is not a scalar")),
+        scalar => {
+            let mut text = Vec::with_capacity(24);
+            write_json(scalar, 0, &mut text)?;
+            String::from_utf8(text).map(Cow::Owned).map_err(|_| write_failed())
+        }
+    }
+}
+
+/// Bytes as lowercase hex, the form `bin` and `ext` values take once converted.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// The msgpack body of an inbound binary message, if it is one: after an `M:` prefix on any
@@ -188,19 +242,10 @@ fn enter(depth: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes a map key as a JSON string: strings as they are, scalars as their JSON text.
+/// Writes a map key as a JSON string: the text [`key_text`] gives.
 fn write_key(key: &ValueRef<'_>, out: &mut Vec<u8>) -> Result<(), Error> {
-    match key {
-        ValueRef::String(_) | ValueRef::Binary(_) | ValueRef::Ext(..) => write_json(key, 0, out),
-        ValueRef::Array(_) | ValueRef::Map(_) => Err(invalid("msgpack map key is not a scalar")),
-        scalar => {
-            let mut text = Vec::with_capacity(24);
-            write_json(scalar, 0, &mut text)?;
-            let text = std::str::from_utf8(&text).map_err(|_| write_failed())?;
-            envelope::write_str(text, out);
-            Ok(())
-        }
-    }
+    envelope::write_str(&key_text(key)?, out);
+    Ok(())
 }
 
 fn write_integer(n: &rmpv::Integer, out: &mut Vec<u8>) {
@@ -229,12 +274,8 @@ fn write_float(f: f64, out: &mut Vec<u8>) {
 
 /// Writes bytes as a quoted lowercase hex string.
 fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
-    out.reserve(bytes.len() * 2 + 2);
     out.push(b'"');
-    for byte in bytes {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0x0f)]);
-    }
+    out.extend_from_slice(hex(bytes).as_bytes());
     out.push(b'"');
 }
 
@@ -465,6 +506,122 @@ mod tests {
             let result = parse_inbound(&encode(&value), usize::MAX);
             assert!(matches!(result, Err(Error::InvalidMessage(_))), "{value}");
         }
+    }
+
+    #[test]
+    fn scan_reads_the_type_conversion_reads() {
+        let cases = [
+            (map(vec![("p", Mp::Nil), ("t", Mp::from("m"))]), Some("m")),
+            (map(vec![("t", Mp::from(1)), ("type", Mp::from("alias"))]), Some("alias")),
+            (map(vec![("type", Mp::from("a")), ("t", Mp::from("b"))]), Some("b")),
+            (map(vec![("t", Mp::from("x")), ("t", Mp::from("y"))]), Some("x")),
+            (Mp::Map(vec![(Mp::Binary(b"t".to_vec()), Mp::from("hex"))]), None),
+            (
+                Mp::Map(vec![(Mp::from(1), Mp::from("v")), (Mp::from("t"), Mp::from("k"))]),
+                Some("k"),
+            ),
+            (map(vec![("p", Mp::from("m"))]), None),
+            (Mp::Array(vec![Mp::from("t"), Mp::from("m")]), None),
+        ];
+        for (value, t) in cases {
+            let bytes = encode(&value);
+            let scanned = scan_inbound(&bytes).ok().map(|head| head.t);
+            assert_eq!(scanned.as_deref(), t, "{value}");
+            let converted = to_envelope(&bytes, usize::MAX).ok().map(|(_, head)| head.t);
+            assert_eq!(scanned, converted, "{value}");
+        }
+    }
+
+    #[test]
+    fn scan_accepts_exactly_what_converts() {
+        let mut rng = Rng(0x5eed_1234_abcd_0042);
+        for round in 0..4_000 {
+            let mut members: Vec<(Mp, Mp)> = (0..rng.below(4))
+                .map(|i| (Mp::from(format!("k{i}")), random_value(&mut rng, 1)))
+                .collect();
+            // The kinds JSON lacks, as keys and as values, in every encoding width.
+            for _ in 0..rng.below(3) {
+                let data =
+                    vec![rng.next() as u8; [0, 1, 2, 4, 8, 16, 200, 70_000][rng.below(8) as usize]];
+                let odd = match rng.below(6) {
+                    0 => Mp::Binary(data),
+                    1 => Mp::Ext(rng.next() as i8, data),
+                    2 => Mp::F32(f32::from_bits(rng.next() as u32)),
+                    3 => Mp::from(rng.next() as i64),
+                    4 => Mp::Array(vec![Mp::Map(vec![(Mp::Boolean(true), Mp::Nil)]); 2]),
+                    _ => Mp::from("x".repeat(data.len())),
+                };
+                let key = if rng.below(2) == 0 { odd.clone() } else { Mp::from("odd") };
+                members.push((key, odd));
+            }
+            let key = ["t", "type", "tt"][rng.below(3) as usize];
+            let t = if rng.below(4) == 0 { Mp::from(7) } else { Mp::from(random_string(&mut rng)) };
+            members.insert(rng.below(members.len() as u64 + 1) as usize, (Mp::from(key), t));
+            let mut bytes = encode(&Mp::Map(members));
+            if round % 50 == 7 {
+                // The reserved marker, which reads as nil.
+                bytes = [&[0x82, 0xa1, b't', 0xa1, b'm', 0xa1, b'r', 0xc1][..]].concat();
+            }
+            // Every other message damaged: cut short, a byte changed, or a byte added.
+            match round % 6 {
+                1 => bytes.truncate(rng.below(bytes.len() as u64) as usize),
+                3 => {
+                    let at = rng.below(bytes.len() as u64) as usize;
+                    bytes[at] = rng.next() as u8;
+                }
+                5 => bytes.push(rng.next() as u8),
+                _ => {}
+            }
+            let scanned = scan_inbound(&bytes).map(|head| head.t);
+            let converted = to_envelope(&bytes, usize::MAX).map(|(_, head)| head.t);
+            assert_eq!(scanned.ok(), converted.ok(), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn scan_refuses_what_conversion_refuses() {
+        let too_deep = (0..MAX_NESTING).fold(Mp::Nil, |inner, _| Mp::Array(vec![inner]));
+        let bad_utf8 = [0x82, 0xa1, b't', 0xa1, b'm', 0xa1, b'p', 0xa2, 0xc3, 0x28];
+        let bad_key =
+            encode(&Mp::Map(vec![(Mp::from("t"), Mp::from("m")), (Mp::Array(vec![]), Mp::Nil)]));
+        let mut trailing = encode(&map(vec![("t", Mp::from("m"))]));
+        trailing.push(0xc0);
+        let bad: Vec<Vec<u8>> = vec![
+            vec![],
+            encode(&map(vec![("t", Mp::from("m")), ("p", too_deep)])),
+            bad_utf8.to_vec(),
+            bad_key,
+            trailing,
+            vec![0x81, 0xa1, b't'],
+        ];
+        for input in bad {
+            assert!(to_envelope(&input, usize::MAX).is_err(), "{input:02x?}");
+            let result = scan_inbound(&input);
+            assert!(matches!(result, Err(Error::InvalidMessage(_))), "{input:02x?}");
+        }
+    }
+
+    #[test]
+    fn key_text_is_the_converted_key() {
+        let keys = [
+            (Mp::from("é"), "é"),
+            (Mp::from(1), "1"),
+            (Mp::from(-3), "-3"),
+            (Mp::Boolean(false), "false"),
+            (Mp::Nil, "null"),
+            (Mp::F64(1.5), "1.5"),
+            (Mp::F64(2.0), "2.0"),
+            (Mp::Binary(vec![0xab, 0x01]), "ab01"),
+            (Mp::Ext(3, vec![0xff]), "ff"),
+        ];
+        for (key, text) in keys {
+            let bytes = encode(&key);
+            let value = decode(&bytes).expect("one value");
+            assert_eq!(key_text(&value).expect("a scalar key"), text, "{key}");
+        }
+        let bytes = encode(&Mp::Array(vec![]));
+        assert!(key_text(&decode(&bytes).expect("one value")).is_err());
+        assert_eq!(hex(&[0x00, 0x7f, 0x80, 0xff]), "007f80ff");
     }
 
     #[test]

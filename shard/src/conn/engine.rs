@@ -28,6 +28,7 @@ use wse_protocol::handshake::Request;
 use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 
+use super::inbound::Msgpack;
 use super::{Conn, Session, AUTH_FAILED};
 use crate::app::Envelope;
 use crate::metrics::{CloseReason, SecurityEvent, ShardMetrics};
@@ -82,8 +83,14 @@ impl Session {
         // JSON text that is known to be UTF-8: a text frame's (the reader checked it), or
         // what a msgpack message became.
         let (json, head, utf8) = if let Some(body) = msgpack_body {
-            let Some((json, head)) = self.read_msgpack(body, sealed) else { return };
-            (json, head, true)
+            let start = data.len() - body.len();
+            match self.read_msgpack(body, sealed) {
+                None => return,
+                Some(Msgpack::Unread) => {
+                    return self.hand_on(Envelope::msgpack(data, start), sealed, size);
+                }
+                Some(Msgpack::Converted(json, head)) => (json, head, true),
+            }
         } else {
             if data.first() != Some(&b'{') && !text {
                 return self.emit_unknown(text, data);
@@ -98,10 +105,7 @@ impl Session {
         };
         if utf8 && !engine::needs_document(&head.t) {
             // The common case: the application's own message, handed on unread.
-            if self.refuses_downgrade(sealed, false) {
-                return;
-            }
-            return self.emit_message(Envelope::new(json, head.start), size);
+            return self.hand_on(Envelope::new(json, head.start), sealed, size);
         }
         let Ok(inbound) = envelope::parse_inbound(&json) else {
             return self.emit_unknown(text, json);
@@ -120,6 +124,14 @@ impl Session {
         }
         let envelope = Envelope::new(json, head.start);
         self.engine_message(message, envelope, size).await;
+    }
+
+    /// Hands the application its own message, unread past its type; `size` is its length as
+    /// received. A plaintext one on a sealed connection is refused instead.
+    fn hand_on(&mut self, envelope: Envelope, sealed: bool, size: usize) {
+        if !self.refuses_downgrade(sealed, false) {
+            self.emit_message(envelope, size);
+        }
     }
 
     /// Once the client seals, only heartbeats may travel in plaintext: refuses (and answers

@@ -166,12 +166,12 @@ impl Session {
         Some((data, true))
     }
 
-    /// Converts a msgpack message (its body, after any `M:`) to an envelope's JSON text and
-    /// reads its type; `None` when it is refused. A malformed one is answered with `error`
-    /// `INVALID_MESSAGE` and the connection stays open. Msgpack carries no signature (§6), so
-    /// when signed messages are required only a sealed one passes; a plaintext one gets
-    /// `BAD_SIGNATURE`.
-    pub(super) fn read_msgpack(&mut self, body: &[u8], sealed: bool) -> Option<(Vec<u8>, Head)> {
+    /// Reads a msgpack message (its body, after any `M:`): its type, and for the types the
+    /// engine acts on its JSON text too; `None` when it is refused. A malformed one is
+    /// answered with `error` `INVALID_MESSAGE` and the connection stays open. Msgpack
+    /// carries no signature (§6), so when signed messages are required only a sealed one
+    /// passes; a plaintext one gets `BAD_SIGNATURE`.
+    pub(super) fn read_msgpack(&mut self, body: &[u8], sealed: bool) -> Option<Msgpack> {
         let metrics = self.shard.metrics();
         ShardMetrics::add(&metrics.msgpack_in, 1);
         let config = &self.shard.shared.config;
@@ -184,17 +184,21 @@ impl Session {
             return None;
         }
         let max_json = config.max_message_size.saturating_mul(MSGPACK_JSON_GROWTH);
-        match msgpack::to_envelope(body, max_json) {
-            Ok(envelope) => Some(envelope),
-            Err(error) => {
-                ShardMetrics::add(&metrics.msgpack_invalid, 1);
-                tracing::debug!(conn = self.conn.id.0, %error, "msgpack message refused");
-                self.send_direct(Priority::High, "error", None, |meta, out| {
-                    engine::error_for(&error, meta, out);
-                });
-                None
+        let read = msgpack::scan_inbound(body).and_then(|head| {
+            if !engine::needs_document(&head.t) {
+                return Ok(Msgpack::Unread);
             }
-        }
+            let (json, head) = msgpack::to_envelope(body, max_json)?;
+            Ok(Msgpack::Converted(json, head))
+        });
+        read.map_err(|error| {
+            ShardMetrics::add(&self.shard.metrics().msgpack_invalid, 1);
+            tracing::debug!(conn = self.conn.id.0, %error, "msgpack message refused");
+            self.send_direct(Priority::High, "error", None, |meta, out| {
+                engine::error_for(&error, meta, out);
+            });
+        })
+        .ok()
     }
 
     /// Inflates a permessage-deflate message; `Err` carries the close code to fail with.
@@ -272,6 +276,14 @@ fn refusal(error: &ProtocolError) -> InflateRefusal {
         ProtocolError::InvalidUtf8 => InflateRefusal::InvalidUtf8,
         _ => InflateRefusal::BadData,
     }
+}
+
+/// A msgpack message the engine accepted.
+pub(super) enum Msgpack {
+    /// A type the engine hands on: the message stays msgpack, as the client sent it.
+    Unread,
+    /// A type the engine acts on: the message as JSON text, to parse whole.
+    Converted(Vec<u8>, Head),
 }
 
 /// How long a connection must go without a refusal to count as back under its limit.
