@@ -15,8 +15,10 @@
 //! It writes `results.jsonl` (one object per row, with the machine, kernel, versions and
 //! commands), `results.md` (a table per scenario with each peer's ratio to ours) and PNG
 //! charts into `--out`, and prints the tables. Exit status: 0 when every scenario ran on
-//! every peer and ours lost nothing, 1 otherwise (a peer's loss is its own behaviour,
-//! reported in the tables but not failing the run), 2 when the run could not be set up.
+//! every peer (with `--preset full`: on ours; a peer's row that fails at its own limits is
+//! reported in the tables) and ours lost nothing, 1 otherwise (a peer's loss is its own
+//! behaviour, reported in the tables but not failing the run), 2 when the run could not be
+//! set up.
 
 mod charts;
 mod peers;
@@ -259,7 +261,10 @@ fn run(args: &Args, timeout: Duration) -> Result<bool, String> {
                 row.param,
                 row.note
             );
-            ok = false;
+            // Ours must run every row; so must every peer at the quick sizes. At the full
+            // sizes a peer may fail at its own limits (the product we replace resets
+            // connections past about 9,995): the table says so, the run goes on.
+            ok &= row.peer != Peer::Wse && args.preset == Preset::Full;
         }
         // Our loss fails the run; a peer's is its behaviour, reported in the tables.
         if row.lost.is_some_and(|lost| lost > 0) {
