@@ -3,17 +3,18 @@
 //! Place: `App::drain → events → **unpack** → drain_inbound's list`. Runs with the GIL held.
 //! The engine checked a msgpack message whole and handed it on as msgpack
 //! (`wse_protocol::msgpack::scan_inbound`), so this one pass is all the conversion it gets:
-//! no JSON text in between. The values are what `json.loads` gives for the message's JSON
-//! form (`wse_protocol::msgpack::to_json`), the same rules in one place: `bin` and `ext`
-//! become lowercase hex strings, keys that are other scalars their JSON text, NaN and
-//! infinities `None`. Keys and the top-level type come from the same caches as JSON's
-//! ([`crate::json::key_word`]).
+//! its tokens ([`Tokens`]: markers read where they lie, no tree) become Python objects as
+//! they come, with no JSON text in between. The values are what `json.loads` gives for the
+//! message's JSON form (`wse_protocol::msgpack::to_json`), by the same rules: `bin` and
+//! `ext` become lowercase hex strings, keys that are other scalars their JSON text
+//! ([`msgpack::key_text`]), NaN and infinities `None`. Strings are checked for UTF-8 once,
+//! by CPython as it makes them. Keys and the top-level type come from the same caches as
+//! JSON's ([`crate::json::key_word`]).
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
-use rmpv::ValueRef;
-use wse_protocol::msgpack;
+use wse_protocol::msgpack::{self, Token, Tokens};
 
 use crate::json::{key_word, Words};
 
@@ -24,49 +25,48 @@ pub(crate) fn envelope_to_py<'py>(
     bytes: &[u8],
     words: &mut Words,
 ) -> Option<Bound<'py, PyAny>> {
-    let value = msgpack::decode(bytes).ok()?;
-    to_py(py, &value, words, true).ok()
+    let mut tokens = Tokens::new(bytes);
+    let value = to_py(py, &mut tokens, words, true).ok()?;
+    tokens.is_done().then_some(value)
 }
 
-/// One value; `top` is set for the envelope itself, whose `t` or `type` value is cached.
+/// The next value; `top` is set for the envelope itself, whose `t` or `type` is cached.
 fn to_py<'py>(
     py: Python<'py>,
-    value: &ValueRef<'_>,
+    tokens: &mut Tokens<'_>,
     words: &mut Words,
     top: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match value {
-        ValueRef::Nil => py.None().into_bound(py),
-        ValueRef::Boolean(b) => PyBool::new(py, *b).to_owned().into_any(),
-        ValueRef::Integer(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => i.into_pyobject(py)?.into_any(),
-            (None, Some(u)) => u.into_pyobject(py)?.into_any(),
-            (None, None) => return Err(PyValueError::new_err("msgpack integer out of range")),
-        },
-        ValueRef::F32(f) => float(py, f64::from(*f))?,
-        ValueRef::F64(f) => float(py, *f)?,
-        ValueRef::String(s) => PyString::new(py, text(s.into_str())?).into_any(),
-        ValueRef::Binary(bytes) | ValueRef::Ext(_, bytes) => {
+    Ok(match tokens.next_token().map_err(invalid)? {
+        Token::Nil => py.None().into_bound(py),
+        Token::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+        Token::Int(n) => n.into_pyobject(py)?.into_any(),
+        Token::Uint(n) => n.into_pyobject(py)?.into_any(),
+        Token::F32(f) => float(py, f64::from(f))?,
+        Token::F64(f) => float(py, f)?,
+        Token::Str(bytes) => PyString::from_bytes(py, bytes)?.into_any(),
+        Token::Bin(bytes) | Token::Ext(_, bytes) => {
             PyString::new(py, &msgpack::hex(bytes)).into_any()
         }
-        ValueRef::Array(items) => {
+        Token::Array(n) => {
             let list = PyList::empty(py);
-            for item in items {
-                list.append(to_py(py, item, words, false)?)?;
+            for _ in 0..n {
+                list.append(to_py(py, tokens, words, false)?)?;
             }
             list.into_any()
         }
-        ValueRef::Map(members) => {
+        Token::Map(n) => {
             let dict = PyDict::new(py);
-            for (key, member) in members {
-                let key =
-                    msgpack::key_text(key).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            for _ in 0..n {
+                let key = tokens.next_token().map_err(invalid)?;
+                let key = msgpack::key_text(key).map_err(invalid)?;
                 let (word, is_type) = key_word(py, words, &key);
-                let member = match member {
-                    ValueRef::String(s) if top && is_type => {
-                        words.get(py, text(s.into_str())?).into_any()
-                    }
-                    other => to_py(py, other, words, false)?,
+                // Only the envelope's own type is looked up in the cache; `next_str` reads
+                // the string it returns, so it is asked only then.
+                let cached = if top && is_type { tokens.next_str() } else { None };
+                let member = match cached {
+                    Some(t) => words.get(py, t).into_any(),
+                    None => to_py(py, tokens, words, false)?,
                 };
                 dict.set_item(word, member)?;
             }
@@ -83,6 +83,6 @@ fn float(py: Python<'_>, f: f64) -> PyResult<Bound<'_, PyAny>> {
     Ok(f.into_pyobject(py)?.into_any())
 }
 
-fn text(s: Option<&str>) -> PyResult<&str> {
-    s.ok_or_else(|| PyValueError::new_err("msgpack string is not UTF-8"))
+fn invalid(error: wse_protocol::Error) -> PyErr {
+    PyValueError::new_err(error.to_string())
 }

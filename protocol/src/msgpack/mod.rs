@@ -27,6 +27,8 @@
 mod scan;
 mod transcode;
 
+pub use scan::{Token, Tokens};
+
 use std::borrow::Cow;
 use std::io::Write;
 
@@ -145,18 +147,34 @@ pub fn decode(bytes: &[u8]) -> Result<ValueRef<'_>, Error> {
 /// The text a map key stands for once converted: a string as it is, `bin` and `ext` as
 /// lowercase hex, any other scalar as its JSON text (`1` → `"1"`, `true`, `null`, `1.5`).
 /// Errors for a key that is an array or a map, or a string that is not UTF-8.
-pub fn key_text<'a>(key: &ValueRef<'a>) -> Result<Cow<'a, str>, Error> {
+pub fn key_text(key: Token<'_>) -> Result<Cow<'_, str>, Error> {
+    let text = match key {
+        Token::Str(bytes) => return scan::text(bytes).map(Cow::Borrowed),
+        Token::Bin(bytes) | Token::Ext(_, bytes) => hex(bytes),
+        Token::Array(_) | Token::Map(_) => return Err(invalid("msgpack map key is not a scalar")),
+        Token::Nil => "null".to_owned(),
+        Token::Bool(b) => b.to_string(),
+        Token::Int(n) => n.to_string(),
+        Token::Uint(n) => n.to_string(),
+        Token::F32(f) => float_text(f64::from(f)),
+        Token::F64(f) => float_text(f),
+    };
+    Ok(Cow::Owned(text))
+}
+
+/// A map key of rmpv's tree as the [`Token`] it was read from.
+fn key_token<'a>(key: &'a ValueRef<'a>) -> Token<'a> {
     match key {
-        ValueRef::String(s) => {
-            s.into_str().map(Cow::Borrowed).ok_or_else(|| invalid("msgpack string is not UTF-8"))
-        }
-        ValueRef::Binary(bytes) | ValueRef::Ext(_, bytes) => Ok(Cow::Owned(hex(bytes))),
-        ValueRef::Array(_) | ValueRef::Map(_) => Err(invalid("msgpack map key is not a scalar")),
-        scalar => {
-            let mut text = Vec::with_capacity(24);
-            write_json(scalar, 0, &mut text)?;
-            String::from_utf8(text).map(Cow::Owned).map_err(|_| write_failed())
-        }
+        ValueRef::Nil => Token::Nil,
+        ValueRef::Boolean(b) => Token::Bool(*b),
+        ValueRef::Integer(n) => n.as_u64().map_or(Token::Int(n.as_i64().unwrap_or(0)), Token::Uint),
+        ValueRef::F32(f) => Token::F32(*f),
+        ValueRef::F64(f) => Token::F64(*f),
+        ValueRef::String(s) => Token::Str(s.as_bytes()),
+        ValueRef::Binary(bytes) => Token::Bin(bytes),
+        ValueRef::Ext(kind, bytes) => Token::Ext(*kind, bytes),
+        ValueRef::Array(items) => Token::Array(items.len()),
+        ValueRef::Map(members) => Token::Map(members.len()),
     }
 }
 
@@ -244,7 +262,7 @@ fn enter(depth: usize) -> Result<(), Error> {
 
 /// Writes a map key as a JSON string: the text [`key_text`] gives.
 fn write_key(key: &ValueRef<'_>, out: &mut Vec<u8>) -> Result<(), Error> {
-    envelope::write_str(&key_text(key)?, out);
+    envelope::write_str(&key_text(key_token(key))?, out);
     Ok(())
 }
 
@@ -261,15 +279,20 @@ fn write_integer(n: &rmpv::Integer, out: &mut Vec<u8>) {
 /// Writes a float so that it reads back as a float (`1.0`, never `1`); `null` for NaN and
 /// infinities, which JSON cannot express.
 fn write_float(f: f64, out: &mut Vec<u8>) {
+    out.extend_from_slice(float_text(f).as_bytes());
+}
+
+/// The JSON text of a float, as [`write_float`] writes it.
+fn float_text(f: f64) -> String {
     if !f.is_finite() {
-        return out.extend_from_slice(b"null");
+        return "null".to_owned();
     }
-    let start = out.len();
-    sonic_rs::to_writer(&mut *out, &f)
-        .expect("invariant: serialising a finite f64 into a Vec<u8> cannot fail");
-    if !out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
-        out.extend_from_slice(b".0");
+    let mut text = sonic_rs::to_string(&f)
+        .expect("invariant: serialising a finite f64 into a String cannot fail");
+    if !text.contains(['.', 'e', 'E']) {
+        text.push_str(".0");
     }
+    text
 }
 
 /// Writes bytes as a quoted lowercase hex string.
@@ -282,11 +305,6 @@ fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
 /// An [`Error::InvalidMessage`] with a fixed reason.
 fn invalid(reason: &str) -> Error {
     Error::InvalidMessage(reason.to_owned())
-}
-
-/// Writing msgpack into a `Vec` failed, which it cannot.
-fn write_failed() -> Error {
-    invalid("msgpack encoding failed")
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -601,6 +619,51 @@ mod tests {
         }
     }
 
+    /// `bytes` read back through [`Tokens`] into rmpv's tree.
+    fn rebuilt(tokens: &mut Tokens<'_>) -> Mp {
+        match tokens.next_token().expect("a token") {
+            Token::Nil => Mp::Nil,
+            Token::Bool(b) => Mp::Boolean(b),
+            Token::Int(n) => Mp::from(n),
+            Token::Uint(n) => Mp::from(n),
+            Token::F32(f) => Mp::F32(f),
+            Token::F64(f) => Mp::F64(f),
+            Token::Str(bytes) => Mp::from(std::str::from_utf8(bytes).expect("UTF-8")),
+            Token::Bin(bytes) => Mp::Binary(bytes.to_vec()),
+            Token::Ext(kind, bytes) => Mp::Ext(kind, bytes.to_vec()),
+            Token::Array(n) => Mp::Array((0..n).map(|_| rebuilt(tokens)).collect()),
+            Token::Map(n) => Mp::Map((0..n).map(|_| (rebuilt(tokens), rebuilt(tokens))).collect()),
+        }
+    }
+
+    #[test]
+    fn tokens_read_what_rmpv_reads() {
+        let mut rng = Rng(0x70_6b65_6e73);
+        let mut values: Vec<Mp> = (0..2_000).map(|_| random_value(&mut rng, 0)).collect();
+        for width in [0, 1, 2, 4, 8, 16, 255, 256, 65_535, 65_536] {
+            values.push(Mp::Binary(vec![7; width]));
+            values.push(Mp::Ext(-2, vec![9; width]));
+            values.push(Mp::from("s".repeat(width)));
+            values.push(Mp::Array(vec![Mp::Nil; width]));
+        }
+        for n in [i64::MIN, -129, -128, -33, -32, -1, 0, 127, 128, 255, 65_536, i64::MAX] {
+            values.push(Mp::from(n));
+        }
+        values.extend([Mp::from(u64::MAX), Mp::F32(-0.25), Mp::F64(f64::MIN_POSITIVE)]);
+        for value in values {
+            let bytes = encode(&value);
+            let mut tokens = Tokens::new(&bytes);
+            assert_eq!(rebuilt(&mut tokens), value);
+            assert!(tokens.is_done());
+        }
+        assert!(Tokens::new(&[0xc1]).next_token() == Ok(Token::Nil));
+        for cut in
+            [&[0xcd, 0x01][..], &[0xd9], &[0xa2, b'a'], &[0xd4, 0x01], &[0xc7, 0x02, 0x01, 0]]
+        {
+            assert!(Tokens::new(cut).next_token().is_err(), "{cut:02x?}");
+        }
+    }
+
     #[test]
     fn key_text_is_the_converted_key() {
         let keys = [
@@ -611,16 +674,19 @@ mod tests {
             (Mp::Nil, "null"),
             (Mp::F64(1.5), "1.5"),
             (Mp::F64(2.0), "2.0"),
+            (Mp::F32(0.5), "0.5"),
+            (Mp::F64(f64::NAN), "null"),
             (Mp::Binary(vec![0xab, 0x01]), "ab01"),
             (Mp::Ext(3, vec![0xff]), "ff"),
         ];
         for (key, text) in keys {
             let bytes = encode(&key);
-            let value = decode(&bytes).expect("one value");
-            assert_eq!(key_text(&value).expect("a scalar key"), text, "{key}");
+            let token = Tokens::new(&bytes).next_token().expect("one token");
+            assert_eq!(key_text(token).expect("a scalar key"), text, "{key}");
+            let converted = json_of(&Mp::Map(vec![(key.clone(), Mp::Nil)]));
+            assert_eq!(converted, format!("{{{}:null}}", sonic_rs::to_string(text).expect("JSON")));
         }
-        let bytes = encode(&Mp::Array(vec![]));
-        assert!(key_text(&decode(&bytes).expect("one value")).is_err());
+        assert!(key_text(Token::Array(0)).is_err() && key_text(Token::Str(b"\xff")).is_err());
         assert_eq!(hex(&[0x00, 0x7f, 0x80, 0xff]), "007f80ff");
     }
 
