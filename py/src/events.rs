@@ -56,13 +56,21 @@ pub(crate) fn to_list<'py>(
     names: &mut ConnNames,
 ) -> PyResult<Bound<'py, PyList>> {
     let mut tuples = Vec::with_capacity(events.len());
+    // A read of one socket queues its messages together, so most events share the
+    // previous one's connection.
+    let mut previous: Option<(ConnId, Bound<'py, PyAny>)> = None;
     for event in events {
         let conn = event.conn;
         let last = matches!(event.kind, EventKind::Disconnect { .. });
-        let name = names.get(py, conn);
+        let name = match &previous {
+            Some((seen, name)) if *seen == conn => name.clone(),
+            _ => names.get(py, conn),
+        };
+        previous = Some((conn, name.clone()));
         tuples.push(to_tuple(py, event, name, &mut names.words)?);
         if last {
             names.names.remove(&conn);
+            previous = None;
         }
     }
     PyList::new(py, tuples)

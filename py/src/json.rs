@@ -29,15 +29,25 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 /// strings of at most [`WORD_BYTES`] bytes).
 pub(crate) struct Words {
     slots: Vec<Option<(Box<str>, Py<PyString>)>>,
+    /// One-character ASCII texts, interned: the same objects as the application's own
+    /// literals (`payload["n"]`), so its dict lookups find them by identity. Interning is
+    /// kept to this fixed set because CPython never frees an interned string.
+    ascii: Vec<Option<Py<PyString>>>,
 }
 
 impl Words {
     pub(crate) fn new() -> Words {
-        Words { slots: (0..SLOTS).map(|_| None).collect() }
+        Words { slots: (0..SLOTS).map(|_| None).collect(), ascii: (0..128).map(|_| None).collect() }
     }
 
     /// `text` as a Python string, reused when the cache has it.
     pub(crate) fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        if let [byte] = text.as_bytes() {
+            if let Some(entry) = self.ascii.get_mut(usize::from(*byte)) {
+                let word = entry.get_or_insert_with(|| PyString::intern(py, text).unbind());
+                return word.bind(py).clone();
+            }
+        }
         if text.len() > WORD_BYTES {
             return PyString::new(py, text);
         }
@@ -59,7 +69,10 @@ pub(crate) fn envelope_to_py<'py>(
     json: &[u8],
     words: &mut Words,
 ) -> Option<Bound<'py, PyAny>> {
-    let mut reader = serde_json::Deserializer::from_slice(json);
+    // JSON outside its strings is ASCII, so text that is not UTF-8 fails either way;
+    // checking it whole first lets serde_json skip the check of every string.
+    let json = std::str::from_utf8(json).ok()?;
+    let mut reader = serde_json::Deserializer::from_str(json);
     let value = Seed { py, words, at: At::Top }.deserialize(&mut reader).ok()?;
     reader.end().ok()?;
     Some(value)
@@ -176,19 +189,15 @@ impl<'de, 'py> Visitor<'de> for Key<'_, 'py> {
 }
 
 /// An object key as a Python string, and whether it is `t` or `type`: the envelope's own
-/// keys are interned, other short keys come from `words`.
+/// keys are interned (the one-letter ones by `words`), other short keys come from `words`.
 pub(crate) fn key_word<'py>(
     py: Python<'py>,
     words: &mut Words,
     key: &str,
 ) -> (Bound<'py, PyString>, bool) {
     let word = match key {
-        "t" => intern!(py, "t").clone(),
-        "p" => intern!(py, "p").clone(),
-        "c" => intern!(py, "c").clone(),
         "id" => intern!(py, "id").clone(),
         "ts" => intern!(py, "ts").clone(),
-        "v" => intern!(py, "v").clone(),
         "seq" => intern!(py, "seq").clone(),
         "pri" => intern!(py, "pri").clone(),
         "cid" => intern!(py, "cid").clone(),
