@@ -28,8 +28,8 @@ build: ## release build of the whole workspace
 	cargo build --release --workspace
 
 .PHONY: run
-run: build ## run wse-server with the embedded defaults (0.0.0.0:5006)
-	$(BIN)
+run: build ## run wse-server (0.0.0.0:5006); flags in ARGS, e.g. make run ARGS=--allow-client-publish
+	$(BIN) $(ARGS)
 
 .PHONY: deps
 deps: ## install the Debian packages the tests need (apt, idempotent)
