@@ -70,7 +70,7 @@ export class OfflineQueue {
     }
     if (size >= this.maxSize) {
       const live = all.filter((e) => now - e.createdAt <= this.ttlMs);
-      const victim = sortForReplay(live).at(-1);
+      const victim = evictionVictim(live);
       if (victim?.key === undefined || victim.priority >= entry.priority) {
         await tx.done;
         throw new WSEError(
@@ -137,4 +137,19 @@ function sortForReplay(entries: StoredEntry[]): StoredEntry[] {
       a.createdAt - b.createdAt ||
       (a.key ?? 0) - (b.key ?? 0),
   );
+}
+
+/** The entry a full queue gives up first: the oldest of the lowest priority. */
+function evictionVictim(entries: StoredEntry[]): StoredEntry | undefined {
+  let victim: StoredEntry | undefined;
+  for (const e of entries) {
+    if (
+      victim === undefined ||
+      e.priority < victim.priority ||
+      (e.priority === victim.priority && e.createdAt < victim.createdAt)
+    ) {
+      victim = e;
+    }
+  }
+  return victim;
 }

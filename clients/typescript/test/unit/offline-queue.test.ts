@@ -74,4 +74,16 @@ describe('OfflineQueue (IndexedDB)', () => {
     );
     q.close();
   });
+
+  test('when full, evicts the oldest of the lowest priority', async () => {
+    const q = fresh({ maxSize: 2 });
+    await q.put(entry('bg-old', Priority.BACKGROUND, 1), 10);
+    await q.put(entry('bg-new', Priority.BACKGROUND, 2), 10);
+    await q.put(entry('n', Priority.NORMAL, 3), 10);
+    expect((await q.takeAll(10)).entries.map((e) => e.type)).toEqual([
+      'n',
+      'bg-new',
+    ]);
+    q.close();
+  });
 });
