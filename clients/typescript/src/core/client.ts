@@ -11,7 +11,8 @@
  *   seq and topic positions) ─► WSEClient: system messages handled here,
  *   the rest to handlers and as CustomEvents on window
  * sendMessage ─► priority buffer (message-queue store) ─► token bucket ─►
- *   encode (sign, seal) ─► socket;  while disconnected ─► offline queue
+ *   encode (sign, seal) ─► socket;  while disconnected ─► offline queue,
+ *   and the buffer moves there when the connection drops
  * ```
  *
  * State for the UI lives in the zustand stores (`store`, `queueStore`);
@@ -275,8 +276,9 @@ export class WSEClient {
    * Sends an application message. Connected: it joins the priority buffer
    * and leaves as the rate limit allows (`sent` when it left at once).
    * Disconnected: stored in the offline queue when enabled, else kept in
-   * the buffer until the next connection. Throws `QUEUE_FULL` when neither
-   * can take it.
+   * the buffer until the next connection. With the offline queue on, what
+   * is still in the buffer when the connection drops moves there too.
+   * Throws `QUEUE_FULL` when neither can take it.
    */
   sendMessage(
     type: string,
@@ -314,6 +316,7 @@ export class WSEClient {
     const m = this.manager;
     m.on('state', (s) => {
       if (s === 'open') return;
+      this.unready();
       this.setState(s === 'stopped' ? 'stopped' : s === 'idle' ? 'idle' : s);
     });
     m.on('attempt', ({ endpoint, attempt }) => {
@@ -361,7 +364,7 @@ export class WSEClient {
     this.processor.reset();
     this.session = null;
     this.helloSent = false;
-    this.ready = false;
+    this.unready();
     bump(this.store, 'connects');
     this.store.setState({ endpoint, encrypted: false });
     this.keyPair = this.encryption.enabled ? E2EKeyPair.generate() : null;
@@ -374,7 +377,7 @@ export class WSEClient {
 
   private handleClose(info: CloseInfo): void {
     this.clearReadyTimer();
-    this.ready = false;
+    this.unready();
     this.session = null;
     this.monitor.connectionLost();
     this.subs.connectionLost();
@@ -513,6 +516,17 @@ export class WSEClient {
       encrypted: this.session !== null,
     });
     void this.outbound.flush();
+  }
+
+  /**
+   * The connection is no longer usable (closed, stopped, or replaced by
+   * `forceReconnect`): sends wait for the next one, and the buffer goes to
+   * the offline queue when it is on.
+   */
+  private unready(): void {
+    if (!this.ready) return;
+    this.ready = false;
+    this.outbound.connectionLost();
   }
 
   private heartbeat(): void {

@@ -1,7 +1,8 @@
 /**
- * Offline queue: messages sent while disconnected, kept in IndexedDB (via
- * `idb`) so that they survive a page reload, and handed back on reconnect
- * in priority order (highest first, oldest first within a priority).
+ * Offline queue: messages sent while disconnected, and those still in the
+ * outbound buffer when a connection drops, kept in IndexedDB (via `idb`) so
+ * that they survive a page reload, and handed back on reconnect in priority
+ * order (highest first, oldest first within a priority).
  *
  * Bounds, both named options: `maxSize` entries (when full, a new message
  * evicts the oldest entry of the lowest priority below its own, else it is
@@ -56,32 +57,58 @@ export class OfflineQueue {
     }
   }
 
-  /** Stores a message; throws `QUEUE_FULL` when it cannot be kept. */
+  /**
+   * Stores a message; throws `QUEUE_FULL` when it cannot be kept. One
+   * already past `ttlMs` is not stored (it would not be replayed).
+   */
   async put(entry: OfflineEntry, now: number): Promise<void> {
+    const { refused } = await this.putAll([entry], now);
+    if (refused.length > 0) {
+      throw new WSEError(
+        'QUEUE_FULL',
+        `offline queue holds ${this.maxSize} messages`,
+      );
+    }
+  }
+
+  /**
+   * Stores messages in one transaction, in the order given, each under the
+   * bounds of `put`. Returns the entries refused for want of room and how
+   * many were not stored because they were already past `ttlMs`. Only the
+   * fields of `OfflineEntry` are stored.
+   */
+  async putAll<E extends OfflineEntry>(
+    entries: readonly E[],
+    now: number,
+  ): Promise<{ refused: E[]; expired: number }> {
     const db = await this.open();
     const tx = db.transaction('messages', 'readwrite');
-    const all = await tx.store.getAll();
-    let size = all.length;
-    for (const old of all) {
-      if (now - old.createdAt > this.ttlMs && old.key !== undefined) {
-        await tx.store.delete(old.key);
-        size--;
-      }
+    const live: StoredEntry[] = [];
+    for (const old of await tx.store.getAll()) {
+      if (this.isLive(old, now)) live.push(old);
+      else if (old.key !== undefined) await tx.store.delete(old.key);
     }
-    if (size >= this.maxSize) {
-      const live = all.filter((e) => now - e.createdAt <= this.ttlMs);
-      const victim = sortForReplay(live).at(-1);
-      if (victim?.key === undefined || victim.priority >= entry.priority) {
-        await tx.done;
-        throw new WSEError(
-          'QUEUE_FULL',
-          `offline queue holds ${this.maxSize} messages`,
-        );
+    const refused: E[] = [];
+    let expired = 0;
+    for (const entry of entries) {
+      if (!this.isLive(entry, now)) {
+        expired++;
+        continue;
       }
-      await tx.store.delete(victim.key);
+      if (live.length >= this.maxSize) {
+        const victim = evictionVictim(live);
+        if (victim?.key === undefined || victim.priority >= entry.priority) {
+          refused.push(entry);
+          continue;
+        }
+        await tx.store.delete(victim.key);
+        live.splice(live.indexOf(victim), 1);
+      }
+      const stored = fieldsOf(entry);
+      live.push({ ...stored, key: await tx.store.add(stored) });
     }
-    await tx.store.add({ ...entry });
     await tx.done;
+    return { refused, expired };
   }
 
   /**
@@ -96,7 +123,7 @@ export class OfflineQueue {
     const all = await tx.store.getAll();
     await tx.store.clear();
     await tx.done;
-    const live = all.filter((e) => now - e.createdAt <= this.ttlMs);
+    const live = all.filter((e) => this.isLive(e, now));
     const entries = sortForReplay(live).map(({ key: _key, ...e }) => e);
     return { entries, expired: all.length - live.length };
   }
@@ -109,6 +136,10 @@ export class OfflineQueue {
     const db = this.db;
     this.db = null;
     void db?.then((d) => d.close()).catch(() => {});
+  }
+
+  private isLive(entry: OfflineEntry, now: number): boolean {
+    return now - entry.createdAt <= this.ttlMs;
   }
 
   private open(): Promise<IDBPDatabase<OfflineDB>> {
@@ -137,4 +168,27 @@ function sortForReplay(entries: StoredEntry[]): StoredEntry[] {
       a.createdAt - b.createdAt ||
       (a.key ?? 0) - (b.key ?? 0),
   );
+}
+
+/** The entry a full queue gives up first: the oldest of the lowest priority. */
+function evictionVictim(entries: StoredEntry[]): StoredEntry | undefined {
+  let victim: StoredEntry | undefined;
+  for (const e of entries) {
+    if (
+      victim === undefined ||
+      e.priority < victim.priority ||
+      (e.priority === victim.priority && e.createdAt < victim.createdAt)
+    ) {
+      victim = e;
+    }
+  }
+  return victim;
+}
+
+/** An entry without whatever else the caller's object carries. */
+function fieldsOf(e: OfflineEntry): OfflineEntry {
+  const { type, payload, priority, createdAt, correlationId } = e;
+  return correlationId === undefined
+    ? { type, payload, priority, createdAt }
+    : { type, payload, priority, createdAt, correlationId };
 }

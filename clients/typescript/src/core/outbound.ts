@@ -9,9 +9,13 @@
  * A buffered message whose write finds no open socket goes back to the
  * buffer, so a disconnect between dequeue and write loses nothing.
  *
- * TODO(#9): messages already in the in-memory buffer when the connection
- * drops stay in memory (sent on the next connection, lost on a page
- * reload); with the offline queue on, they could move to IndexedDB.
+ * With the offline queue on, a message is in the buffer or in IndexedDB,
+ * never both: when the connection drops, the buffer moves to the queue
+ * (`park`), and the replay on the next connection moves the queue back
+ * into the buffer. All IndexedDB work (a send while disconnected, a park,
+ * a replay) runs one operation at a time in call order, so a replay always
+ * finds what an earlier park stored. Without the queue, the buffer simply
+ * waits for the next connection.
  */
 
 import { encodeMessage, type OutboundFormat } from './codec.js';
@@ -50,7 +54,15 @@ export interface OutboundOptions {
 }
 
 export class Outbound {
+  /** Encoded writes, in call order. */
   private chain: Promise<unknown> = Promise.resolve();
+  /** IndexedDB operations, one at a time in call order. */
+  private offlineChain: Promise<unknown> = Promise.resolve();
+  /**
+   * Messages the pump has written. `send` reports `sent` for these only: a
+   * message gone from the buffer may have been parked instead.
+   */
+  private readonly written = new WeakSet<QueuedMessage>();
   private pumpTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly o: OutboundOptions) {}
@@ -73,8 +85,9 @@ export class Outbound {
         ? {}
         : { correlationId: options.correlationId }),
     };
-    if (!this.o.ready() && this.o.offline !== null) {
-      await this.o.offline.put(entry, this.o.now());
+    const offline = this.o.offline;
+    if (!this.o.ready() && offline !== null) {
+      await this.serial(() => offline.put(entry, this.o.now()));
       bump(this.o.store, 'offlineQueued');
       return 'queued-offline';
     }
@@ -83,8 +96,7 @@ export class Outbound {
       throw new WSEError('QUEUE_FULL', 'outbound buffer is full');
     }
     await this.pump();
-    const waiting = this.o.queue.getState().items.includes(queued);
-    return waiting ? 'buffered' : 'sent';
+    return this.written.has(queued) ? 'sent' : 'buffered';
   }
 
   /** Sends a system message now, bypassing buffer and rate limit. */
@@ -94,14 +106,24 @@ export class Outbound {
 
   /** The connection is ready: replay the offline queue, then the buffer. */
   async flush(): Promise<void> {
-    await this.replayOffline();
+    await this.serial(() => this.replayOffline());
     await this.pump();
   }
 
+  /**
+   * The connection is gone. With the offline queue on, the buffer moves
+   * there; without it, the buffer waits for the next connection.
+   */
+  connectionLost(): void {
+    if (this.o.offline !== null) void this.serial(() => this.park());
+  }
+
+  /** Stops the pump; the database closes once pending work is done. */
   dispose(): void {
     if (this.pumpTimer !== null) clearTimeout(this.pumpTimer);
     this.pumpTimer = null;
-    this.o.offline?.close();
+    const offline = this.o.offline;
+    if (offline !== null) void this.serial(async () => offline.close());
   }
 
   /** Sends buffered messages while ready and the bucket allows. */
@@ -120,11 +142,39 @@ export class Outbound {
       this.o.bucket.tryTake(this.o.now());
       if (!(await this.write(envelopeOf(next), false))) {
         this.o.queue.getState().putBack(next);
+        // The park of this disconnect may have run before the put-back.
+        if (!this.o.ready()) this.connectionLost();
         return;
       }
+      this.written.add(next);
     }
   }
 
+  /**
+   * Moves the whole buffer into the offline queue in one transaction, in
+   * buffer order (priority, then arrival), under the queue's bounds.
+   * Messages the full queue refuses stay in the buffer; those past the TTL
+   * are dropped and counted. If the transaction fails, all of them go back
+   * to the buffer. Never rejects.
+   */
+  private async park(): Promise<void> {
+    const offline = this.o.offline;
+    const items = this.o.queue.getState().items;
+    if (offline === null || items.length === 0) return;
+    this.o.queue.getState().clear();
+    try {
+      const { refused, expired } = await offline.putAll(items, this.o.now());
+      for (const m of refused) this.o.queue.getState().putBack(m);
+      const moved = items.length - refused.length - expired;
+      if (moved > 0) bump(this.o.store, 'offlineQueued', moved);
+      if (expired > 0) bump(this.o.store, 'offlineExpired', expired);
+    } catch (err) {
+      for (const m of items) this.o.queue.getState().putBack(m);
+      this.o.fail(offlineError(err));
+    }
+  }
+
+  /** Moves the offline queue into the buffer. Never rejects. */
   private async replayOffline(): Promise<void> {
     if (this.o.offline === null) return;
     try {
@@ -135,10 +185,15 @@ export class Outbound {
         bump(this.o.store, kept ? 'offlineReplayed' : 'bufferEvicted');
       }
     } catch (err) {
-      this.o.fail(
-        err instanceof WSEError ? err : new WSEError('QUEUE_FULL', String(err)),
-      );
+      this.o.fail(offlineError(err));
     }
+  }
+
+  /** Runs `task` after every IndexedDB operation queued before it. */
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.offlineChain.then(task);
+    this.offlineChain = run.catch(() => {});
+    return run;
   }
 
   /**
@@ -178,6 +233,12 @@ export class Outbound {
     bump(this.o.store, 'bytesSent', bytes);
     return true;
   }
+}
+
+function offlineError(err: unknown): WSEError {
+  return err instanceof WSEError
+    ? err
+    : new WSEError('QUEUE_FULL', String(err));
 }
 
 function envelopeOf(m: QueuedMessage): object {

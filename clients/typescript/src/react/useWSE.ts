@@ -4,8 +4,11 @@
  * Components that pass the same endpoint set share one client and one
  * connection (see `registry.ts`); each one adds its topics while mounted.
  * The returned state comes from `useSyncExternalStore`, so it is
- * consistent under concurrent rendering. Options other than `endpoints`
- * and `topics` are read when the shared client is created.
+ * consistent under concurrent rendering. The shared client is read the
+ * same way, so a render that commits after its client was dropped (see
+ * `registry.ts`) renders again with the registered one. Options other
+ * than `endpoints` and `topics` are read when the shared client is
+ * created.
  */
 
 import { useCallback, useEffect, useMemo, useSyncExternalStore } from 'react';
@@ -22,6 +25,7 @@ import {
   entryFor,
   release,
   removeTopics,
+  subscribeEntries,
 } from './registry.js';
 import type { ConnectionHealth, WSEStats } from './view.js';
 
@@ -48,7 +52,8 @@ export interface UseWSEResult {
 }
 
 export function useWSE(options: UseWSEOptions): UseWSEResult {
-  const entry = entryFor(options as WSEClientOptions);
+  const entryNow = () => entryFor(options as WSEClientOptions);
+  const entry = useSyncExternalStore(subscribeEntries, entryNow, entryNow);
   const { client, view } = entry;
   const snapshot = useSyncExternalStore(
     view.subscribe,

@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, test } from 'vitest';
 
 import {
+  OfflineQueue,
   Priority,
   WSEClient,
   type WSEClientOptions,
@@ -50,6 +51,35 @@ const pub = (topic: string, o: number, extra: object = {}) => ({
   o,
   ...extra,
 });
+
+/** One token, then one every 500 ms: a burst waits in the buffer. */
+const SLOW = { capacity: 1, refillPerSecond: 2 };
+
+/** Sends one message that takes the token, then three that wait. */
+async function sendFour(c: WSEClient) {
+  return [
+    await c.sendMessage('chat', 'first'),
+    await c.sendMessage('chat', 'low', { priority: Priority.LOW }),
+    await c.sendMessage('chat', 'normal'),
+    await c.sendMessage('chat', 'critical', { priority: Priority.CRITICAL }),
+  ];
+}
+
+/** Payloads of the `chat` messages a server received, in order. */
+function chat(s: ScriptedServer): unknown[] {
+  return s.received.filter((m) => m.t === 'chat').map((m) => m.p);
+}
+
+async function waitForAsync(
+  check: () => Promise<boolean>,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 function collect(c: WSEClient, type: string): WSEMessage[] {
   const got: WSEMessage[] = [];
@@ -266,6 +296,109 @@ describe('outbound', () => {
       'bg',
     ]);
     expect(next.getState().diagnostics.offlineReplayed).toBe(2);
+  });
+
+  test('with the offline queue on, the buffer moves to IndexedDB when the connection drops and survives a reload', async () => {
+    const dbName = `client-offline-${dbCounter++}`;
+    const { s, c } = await setup({ offline: { dbName }, rateLimit: SLOW });
+    c.connect();
+    await waitFor(() => c.isConnected, 5_000, 'ready');
+    expect(await sendFour(c)).toEqual([
+      'sent',
+      'buffered',
+      'buffered',
+      'buffered',
+    ]);
+
+    await s.stop();
+    const stored = new OfflineQueue({ dbName });
+    await waitForAsync(async () => (await stored.size()) === 3, 'parked');
+    stored.close();
+    expect(c.queueStore.getState().items).toEqual([]);
+    expect(c.getState().diagnostics.offlineQueued).toBe(3);
+    c.dispose();
+
+    // A new client (a reloaded page) with the same database sends them.
+    const { s: s2, c: next } = await setup({ offline: { dbName } });
+    next.connect();
+    await waitFor(() => chat(s2).length === 3, 5_000, 'replayed');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(chat(s2)).toEqual(['critical', 'normal', 'low']);
+    expect(next.getState().diagnostics.offlineReplayed).toBe(3);
+  });
+
+  test('with the offline queue on, a reconnect sends what the drop parked once, by priority', async () => {
+    const dbName = `client-offline-${dbCounter++}`;
+    const { s, c } = await setup({ offline: { dbName }, rateLimit: SLOW });
+    c.connect();
+    await waitFor(() => c.isConnected, 5_000, 'ready');
+    await sendFour(c);
+
+    s.close(4000, 'drop');
+    await waitFor(() => chat(s).length === 4, 10_000, 'sent after reconnect');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(chat(s)).toEqual(['first', 'critical', 'normal', 'low']);
+    expect(s.requests).toHaveLength(2);
+    const d = c.getState().diagnostics;
+    expect([d.offlineQueued, d.offlineReplayed]).toEqual([3, 3]);
+    expect(c.queueStore.getState().items).toEqual([]);
+    const stored = new OfflineQueue({ dbName });
+    expect(await stored.size()).toBe(0);
+    stored.close();
+  });
+
+  test('a full offline queue leaves what it refuses in the buffer', async () => {
+    const dbName = `client-offline-${dbCounter++}`;
+    const { s, c } = await setup({
+      offline: { dbName, maxSize: 2 },
+      rateLimit: SLOW,
+    });
+    c.connect();
+    await waitFor(() => c.isConnected, 5_000, 'ready');
+    await sendFour(c);
+
+    await s.stop();
+    await waitFor(
+      () => c.getState().diagnostics.offlineQueued === 2,
+      5_000,
+      'parked',
+    );
+    expect(c.queueStore.getState().items.map((m) => m.payload)).toEqual([
+      'low',
+    ]);
+    const stored = new OfflineQueue({ dbName });
+    expect(await stored.size()).toBe(2);
+    stored.close();
+  });
+
+  test('a message whose write finds the connection gone is parked too', async () => {
+    const dbName = `client-offline-${dbCounter++}`;
+    const { c } = await setup({ offline: { dbName } });
+    c.connect();
+    await waitFor(() => c.isConnected, 5_000, 'ready');
+    // The pump has taken the message from the buffer; its write is pending.
+    const sent = c.sendMessage('chat', 'in flight');
+    c.disconnect();
+    expect(await sent).toBe('buffered');
+    const stored = new OfflineQueue({ dbName });
+    await waitForAsync(async () => (await stored.size()) === 1, 'parked');
+    stored.close();
+    expect(c.queueStore.getState().items).toEqual([]);
+  });
+
+  test('with the offline queue off, the buffer waits in memory for the next connection', async () => {
+    const { s, c } = await setup({ rateLimit: SLOW });
+    c.connect();
+    await waitFor(() => c.isConnected, 5_000, 'ready');
+    await sendFour(c);
+
+    const kept: number[] = [];
+    c.events.on('close', () => kept.push(c.queueStore.getState().items.length));
+    s.close(4000, 'drop');
+    await waitFor(() => chat(s).length === 4, 10_000, 'sent after reconnect');
+    expect(kept).toEqual([3]);
+    expect(chat(s)).toEqual(['first', 'critical', 'normal', 'low']);
+    expect(c.getState().diagnostics.offlineQueued).toBe(0);
   });
 
   test('bad arguments are refused with INVALID_ARGUMENT', async () => {

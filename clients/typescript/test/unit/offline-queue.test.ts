@@ -74,4 +74,36 @@ describe('OfflineQueue (IndexedDB)', () => {
     );
     q.close();
   });
+
+  test('when full, evicts the oldest of the lowest priority', async () => {
+    const q = fresh({ maxSize: 2 });
+    await q.put(entry('bg-old', Priority.BACKGROUND, 1), 10);
+    await q.put(entry('bg-new', Priority.BACKGROUND, 2), 10);
+    await q.put(entry('n', Priority.NORMAL, 3), 10);
+    expect((await q.takeAll(10)).entries.map((e) => e.type)).toEqual([
+      'n',
+      'bg-new',
+    ]);
+    q.close();
+  });
+
+  test('putAll stores a batch under the same bounds and reports what it could not keep', async () => {
+    const q = fresh({ maxSize: 3, ttlMs: 500 });
+    await q.put(entry('bg', Priority.BACKGROUND, 900), 900);
+    const batch = [
+      { ...entry('crit', Priority.CRITICAL, 950), order: 1 },
+      { ...entry('stale', Priority.HIGH, 0), order: 2 },
+      { ...entry('n1', Priority.NORMAL, 960), order: 3 },
+      { ...entry('n2', Priority.NORMAL, 970), order: 4 },
+      { ...entry('low', Priority.LOW, 980), order: 5 },
+    ];
+    const { refused, expired } = await q.putAll(batch, 1_000);
+    // n2 evicts bg; low finds nothing below it.
+    expect(refused).toEqual([batch[4]]);
+    expect(expired).toBe(1);
+    const { entries } = await q.takeAll(1_000);
+    expect(entries.map((e) => e.type)).toEqual(['crit', 'n1', 'n2']);
+    expect(entries[0]).not.toHaveProperty('order');
+    q.close();
+  });
 });

@@ -5,8 +5,8 @@
  */
 
 import { act, cleanup, render, screen } from '@testing-library/react';
-import { StrictMode } from 'react';
-import { afterEach, describe, expect, test } from 'vitest';
+import { Activity, StrictMode, Suspense, use } from 'react';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 
 import {
   liveClientCount,
@@ -20,6 +20,7 @@ import {
   type ScriptedServer,
 } from '../support/scripted-server.js';
 import { waitFor } from '../support/wse-server.js';
+import { UNCLAIMED_MS } from '../../src/react/registry.js';
 
 let server: ScriptedServer | null = null;
 
@@ -46,6 +47,12 @@ function Widget({
       {[...wse.activeTopics].sort().join(',')}
     </p>
   );
+}
+
+/** Asks for a client, then suspends for good: React discards the render. */
+function Suspended({ url }: { url: string }) {
+  useWSE(scriptedOptions(url));
+  return use(new Promise<never>(() => {}));
 }
 
 function StoreState() {
@@ -128,5 +135,104 @@ describe('useWSE', () => {
     expect(liveClientCount()).toBe(2);
     cleanup();
     await other.stop();
+  });
+
+  test('a render discarded before its effects leaves no client behind', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await act(async () => {
+        render(
+          <Suspense fallback={<p>waiting</p>}>
+            <Suspended url="ws://127.0.0.1:9/wse" />
+          </Suspense>,
+        );
+      });
+      expect(screen.getByText('waiting')).toBeTruthy();
+      expect(liveClientCount()).toBe(1);
+      act(() => vi.advanceTimersByTime(UNCLAIMED_MS));
+      expect(liveClientCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+
+    // Nor a claim on the default stores: the next client writes to them.
+    server = await startScripted();
+    render(
+      <>
+        <Widget url={server.url} topics={['a']} id="one" />
+        <StoreState />
+      </>,
+    );
+    await act(() =>
+      waitFor(
+        () => screen.getByTestId('store').textContent === 'connected|0',
+        5_000,
+        'default stores',
+      ),
+    );
+    expect(liveClientCount()).toBe(1);
+  });
+
+  test('a hook hidden in an Activity holds no client until it is shown', async () => {
+    server = await startScripted();
+    const url = server.url;
+    const ui = (mode: 'hidden' | 'visible') => (
+      <Activity mode={mode}>
+        <Widget url={url} topics={['a']} id="late" />
+      </Activity>
+    );
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    let view: ReturnType<typeof render>;
+    try {
+      // A hidden Activity renders its children but runs no effects.
+      view = render(ui('hidden'));
+      expect(liveClientCount()).toBe(1);
+      act(() => vi.advanceTimersByTime(UNCLAIMED_MS));
+      expect(liveClientCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+
+    view.rerender(ui('visible'));
+    await act(() =>
+      waitFor(
+        () => /^up\|.*\|a$/.test(screen.getByTestId('late').textContent!),
+        5_000,
+        'late hook connected',
+      ),
+    );
+    expect(liveClientCount()).toBe(1);
+    expect(server.requests).toHaveLength(1);
+  });
+
+  test('a render that outlasts the deadline commits with the registered entry', async () => {
+    server = await startScripted();
+    // Rendered after the widget: the widget's entry is dropped mid-render,
+    // as when a concurrent render yields to timers for that long.
+    function Slow() {
+      vi.advanceTimersByTime(UNCLAIMED_MS);
+      vi.useRealTimers();
+      return null;
+    }
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      render(
+        <>
+          <Widget url={server.url} topics={['a']} id="slow" />
+          <Slow />
+        </>,
+      );
+    } finally {
+      vi.useRealTimers();
+    }
+    await act(() =>
+      waitFor(
+        () => /^up\|.*\|a$/.test(screen.getByTestId('slow').textContent!),
+        5_000,
+        'connected',
+      ),
+    );
+    expect(liveClientCount()).toBe(1);
+    expect(server.requests).toHaveLength(1);
   });
 });
