@@ -11,7 +11,9 @@
 
 use sonic_rs::{JsonContainerTrait, JsonValueTrait, Value};
 
-use crate::envelope::{direct_with, priority_of, DirectMeta, Inbound, ObjectWriter, Priority};
+use crate::envelope::{
+    self, direct_with, priority_of, DirectMeta, Inbound, ObjectWriter, Priority,
+};
 use crate::topic::validate_topic;
 use crate::Error;
 
@@ -477,6 +479,7 @@ fn read_publish(inbound: Inbound) -> Result<PublishRequest, Error> {
         None => None,
         Some(v) => Some(v.as_str().ok_or_else(|| invalid("publish type must be a string"))?),
     };
+    envelope::check_publication_type(event_type.unwrap_or(topic))?;
 
     let pri = p.get("pri").and_then(priority_of).or(inbound.pri).unwrap_or_default();
     if inbound.id.as_ref().is_some_and(|id| id.is_empty() || id.len() > MAX_ID_LEN) {
@@ -812,6 +815,30 @@ mod tests {
         let msg = classified(r#"{"t":"publish","p":{"topic":"a.*","data":1}}"#);
         let err = msg.expect_err("wildcards are not publishable");
         assert_eq!(err.wire_code(), "INVALID_TOPIC");
+    }
+
+    #[test]
+    fn refuses_publications_typed_as_the_engines_own_messages() {
+        // By type, or by a topic name that becomes the type; any other type is fine.
+        let refused = [
+            r#"{"t":"publish","p":{"topic":"room","data":{},"type":"server_ready"}}"#,
+            r#"{"t":"publish","p":{"topic":"room","data":{},"type":"PONG"}}"#,
+            r#"{"t":"publish","p":{"topic":"room","data":{},"type":"snapshot_complete"}}"#,
+            r#"{"t":"publish","p":{"topic":"ping","data":{}}}"#,
+            r#"{"t":"publish","p":{"topic":"error","data":{}}}"#,
+        ];
+        for text in refused {
+            let err = classified(text).expect_err(text);
+            assert_eq!(err.wire_code(), "INVALID_MESSAGE", "{text}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+        let allowed = [
+            r#"{"t":"publish","p":{"topic":"ping","data":{},"type":"ping_result"}}"#,
+            r#"{"t":"publish","p":{"topic":"room","data":{},"type":"Ping"}}"#,
+        ];
+        for text in allowed {
+            assert!(matches!(classified(text), Ok(ClientMessage::Publish(_))), "{text}");
+        }
     }
 
     #[test]

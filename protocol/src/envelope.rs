@@ -52,6 +52,20 @@ pub fn category_for(t: &str) -> Category {
     Category::Update
 }
 
+/// Checks the type a topic publication goes out with (the publisher's type, else the topic
+/// name): the engine's own types are refused, since a publication of type `ping` or
+/// `server_ready` would reach every subscriber as a system message (`c` `WSE`) that clients
+/// act on.
+pub fn check_publication_type(t: &str) -> Result<(), Error> {
+    if SYSTEM_TYPES.contains(&t) {
+        return Err(Error::InvalidMessage(format!(
+            "publication type {t:?} is reserved for the engine's own messages; give the \
+             publication another type"
+        )));
+    }
+    Ok(())
+}
+
 /// The `pri` key: which waiting messages leave first and which are dropped first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Priority {

@@ -541,3 +541,30 @@ def test_calls_check_their_arguments(start_server: StartServer) -> None:
         server.publish("news", {"x": object()})
     with pytest.raises(ValueError, match="message_id"):
         server.publish("news", {}, message_id="")
+
+
+def test_engine_message_types_cannot_be_published(start_server: StartServer) -> None:
+    # A publication of type `ping` or `server_ready` would reach every subscriber as a
+    # system message (`c` `WSE`); the type is the topic name when none is given.
+    server = start_server()
+    with pytest.raises(ValueError, match="reserved"):
+        server.publish("room", {"x": 1}, event_type="ping")
+    with pytest.raises(ValueError, match="reserved"):
+        server.publish("error", {"x": 1})
+    with pytest.raises(ValueError, match="reserved"):
+        server.broadcast_local("room", '{"t":"server_ready","p":{}}')
+    server.publish("room", {"x": 1}, event_type="ping_result")
+
+
+def test_topic_lists_are_checked_before_they_reach_a_shard(
+    start_server: StartServer,
+) -> None:
+    server = start_server()
+    with pytest.raises(ValueError, match='topics: "a b" is invalid'):
+        server.subscribe_connection("1", ["ok", "a b"])
+    with pytest.raises(ValueError, match="max_subscriptions_per_connection"):
+        server.subscribe_connection("1", [f"t{i}" for i in range(1001)])
+    with pytest.raises(ValueError, match='deny: "" is invalid'):
+        server.set_topic_acl("1", allow=["news.*"], deny=[""])
+    with pytest.raises(ValueError, match="publish: 5000 entries"):
+        server.set_topic_acl("1", publish=[f"t{i}" for i in range(5000)])

@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wse_fanout::ids::ConnId;
@@ -34,7 +34,7 @@ use wse_fanout::mesh::PublishRequest;
 use wse_fanout::presence::{MemberView, TopicStats};
 use wse_protocol::auth::TopicRules;
 use wse_protocol::close::is_valid_close_code;
-use wse_protocol::envelope::Priority;
+use wse_protocol::envelope::{self, Priority};
 use wse_protocol::frame::{Data, OpCode};
 use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
@@ -335,8 +335,11 @@ impl App {
         self.publish_request(request)
     }
 
-    /// Publishes a request built by the caller (topic and JSON already checked).
+    /// Publishes a request built by the caller (topic and JSON already checked). A type
+    /// reserved for the engine (`envelope::check_publication_type`) is refused.
     pub fn publish_request(&self, request: PublishRequest) -> Result<(), Error> {
+        let t = request.event_type.as_deref().unwrap_or(&request.topic);
+        envelope::check_publication_type(t).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         // One entry shard keeps one caller's requests in order.
         // TODO(#5): every application publication passes shard 0's control loop before it
         // reaches the topic's owner; sending it to the owner's control ring directly needs
@@ -357,6 +360,14 @@ impl App {
     /// authority: the topic ACL does not apply, the subscription limit does. Invalid names
     /// are skipped. The client is not told.
     pub fn subscribe_connection(&self, conn: ConnId, topics: &[&str]) -> Result<(), Error> {
+        check_patterns("topics", topics.iter().copied())?;
+        let most = self.inner.shared.config.max_subscriptions_per_connection;
+        if topics.len() > most {
+            return Err(Error::InvalidArgument(format!(
+                "{} topics are more than max_subscriptions_per_connection ({most})",
+                topics.len()
+            )));
+        }
         let topics = topics.iter().map(|t| Box::from(*t)).collect();
         self.to_conn(conn, Control::Subscribe { conn, topics })
     }
@@ -411,6 +422,13 @@ impl App {
     /// Replaces the topic ACL of connection `conn` (PROTOCOL.md §2, `wse_topics`): later
     /// subscriptions, deliveries and publishes follow `rules`; `None` lifts every limit.
     pub fn set_topic_acl(&self, conn: ConnId, rules: Option<TopicRules>) -> Result<(), Error> {
+        if let Some(rules) = &rules {
+            let lists =
+                [("allow", &rules.allow), ("deny", &rules.deny), ("publish", &rules.publish)];
+            for (name, list) in lists {
+                check_patterns(name, list.iter().map(String::as_str))?;
+            }
+        }
         self.to_conn(conn, Control::SetTopicAcl { conn, rules })
     }
 
@@ -546,15 +564,36 @@ impl App {
         Ok(answers)
     }
 
-    /// Waits at most `publish_timeout` for a shard's answer.
+    /// Waits at most `publish_timeout` for a shard's answer. A shard told to stop reads no
+    /// more queries, and leaves one it had not read in its ring unanswered (not dropped),
+    /// so the wait looks every [`STOP_CHECK`] whether the server is stopping or the shard
+    /// gone: the caller then hears [`Error::Stopped`] at once, not [`Error::Busy`] at the
+    /// deadline.
     fn answer<T>(&self, answer: &flume::Receiver<T>, shard: usize) -> Result<T, Error> {
         let waited = self.inner.shared.config.publish_timeout;
-        answer.recv_timeout(waited).map_err(|e| match e {
-            flume::RecvTimeoutError::Timeout => Error::Busy { shard, waited },
-            flume::RecvTimeoutError::Disconnected => Error::Stopped,
-        })
+        let deadline = Instant::now() + waited;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match answer.recv_timeout(left.min(STOP_CHECK)) {
+                Ok(value) => return Ok(value),
+                Err(flume::RecvTimeoutError::Disconnected) => return Err(Error::Stopped),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    let stopping =
+                        self.inner.shared.inbound.as_deref().is_some_and(Inbound::is_closed);
+                    if stopping || self.inner.controls[shard].is_disconnected() {
+                        return Err(Error::Stopped);
+                    }
+                    if left <= STOP_CHECK {
+                        return Err(Error::Busy { shard, waited });
+                    }
+                }
+            }
+        }
     }
 }
+
+/// How often a wait for a shard's answer looks whether the shard has stopped.
+const STOP_CHECK: Duration = Duration::from_millis(20);
 
 /// A complete unmasked data frame around `payload`.
 fn frame(data: Data, payload: &[u8]) -> Bytes {
@@ -562,6 +601,28 @@ fn frame(data: Data, payload: &[u8]) -> Bytes {
     writer::encode_frame(OpCode::Data(data), payload, &mut frame);
     Bytes::from(frame)
 }
+
+/// Checks a list of topic names or globs given by the application: each one valid
+/// (PROTOCOL.md §3, wildcards allowed) and at most [`MAX_PATTERNS`] of them.
+fn check_patterns<'a>(
+    list: &str,
+    patterns: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), Error> {
+    if patterns.len() > MAX_PATTERNS {
+        let n = patterns.len();
+        return Err(Error::InvalidArgument(format!(
+            "{list}: {n} entries are more than the {MAX_PATTERNS} allowed"
+        )));
+    }
+    for pattern in patterns {
+        validate_topic(pattern, true)
+            .map_err(|e| Error::InvalidArgument(format!("{list}: {pattern:?} is invalid: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The longest list of topics or globs one call may give.
+const MAX_PATTERNS: usize = 4096;
 
 /// Checks that `text` is one JSON value.
 fn check_json(text: &str) -> Result<(), Error> {

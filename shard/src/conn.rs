@@ -67,6 +67,8 @@ pub(crate) const TOKEN_EXPIRED: u16 = 4403;
 pub(crate) const AUTH_FAILED: u16 = 4401;
 /// Close code for a connection that stays over its inbound rate limit.
 pub(crate) const RATE_LIMITED: u16 = 4429;
+/// Close code for a connection that sends too many malformed messages (PROTOCOL.md §9).
+pub(crate) const MALFORMED: u16 = 4400;
 /// Close code when the server goes away without a requested code.
 pub(crate) const GOING_AWAY: u16 = 1001;
 

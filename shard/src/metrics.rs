@@ -37,12 +37,14 @@ pub enum CloseReason {
     TokenExpired,
     /// Over the inbound rate limit for too long: 4429.
     RateLimited,
+    /// Too many malformed messages: 4400.
+    Malformed,
     /// Closed or refused by the application (`disconnect`, `reject`).
     Application,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 12] = [
+    const ALL: [CloseReason; 13] = [
         CloseReason::ClientClose,
         CloseReason::Transport,
         CloseReason::ProtocolError,
@@ -54,6 +56,7 @@ impl CloseReason {
         CloseReason::AuthFailed,
         CloseReason::TokenExpired,
         CloseReason::RateLimited,
+        CloseReason::Malformed,
         CloseReason::Application,
     ];
 
@@ -71,6 +74,7 @@ impl CloseReason {
             CloseReason::AuthFailed => "auth_failed",
             CloseReason::TokenExpired => "token_expired",
             CloseReason::RateLimited => "rate_limited",
+            CloseReason::Malformed => "malformed",
             CloseReason::Application => "application",
         }
     }
@@ -86,6 +90,7 @@ impl CloseReason {
             4401 => CloseReason::AuthFailed,
             4403 => CloseReason::TokenExpired,
             4429 => CloseReason::RateLimited,
+            4400 => CloseReason::Malformed,
             _ => CloseReason::ProtocolError,
         }
     }

@@ -446,7 +446,9 @@ fn the_application_manages_connections() {
     let kept: usize = info.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
     assert!(kept + 6 <= 200, "info over its bound");
 
-    app.subscribe_connection(conn, &["alerts", "bad topic"]).expect("subscribe");
+    let refused = app.subscribe_connection(conn, &["alerts", "bad topic"]);
+    assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("bad topic")));
+    app.subscribe_connection(conn, &["alerts"]).expect("subscribe");
     let count =
         common::eventually(IO_LIMIT, || app.topic_subscriber_count("alerts").ok() == Some(1));
     assert!(count, "subscriber count");

@@ -389,6 +389,47 @@ fn c_frames_from_clients_are_inflated_and_bad_ones_answered_with_invalid_message
     assert_eq!(wse.metric("wse_inflated_messages_total{format=\"c_frame\"}"), 1.0);
 }
 
+#[test]
+fn malformed_messages_are_each_answered_and_too_many_close_with_4400() {
+    let wse = Server::start(&[]);
+    let (mut client, _) = RawClient::open_wse(wse.addr, "/wse");
+
+    // An E: frame on a connection that agreed no key: answered, not dropped in silence.
+    client.send(&masked(FIN | BINARY, b"E:not sealed at all", random_key()));
+    let answer = client.next_json(IO_LIMIT);
+    assert_eq!(answer.get("p").and_then(|p| p.str_at("code")), Some("DECRYPT_FAILED"));
+
+    // With it, 100 malformed messages within the window: each answered, the connection
+    // stays open.
+    for _ in 1..100 {
+        client.send(&masked(FIN | BINARY, b"C:not zlib", random_key()));
+    }
+    client.send_text(r#"{"t":"ping","p":{"timestamp":1}}"#);
+    let mut errors = 1;
+    loop {
+        let answer = client.next_json(IO_LIMIT);
+        if answer.str_at("t") == Some("PONG") {
+            break;
+        }
+        assert_eq!(answer.get("p").and_then(|p| p.str_at("code")), Some("INVALID_MESSAGE"));
+        errors += 1;
+    }
+    assert_eq!(errors, 100);
+
+    // One more: answered, then Close 4400 (PROTOCOL.md §9).
+    client.send(&masked(FIN | BINARY, b"C:not zlib", random_key()));
+    let deadline = Instant::now() + IO_LIMIT;
+    let frame = loop {
+        let frame = client.read_frame(IO_LIMIT).expect("the error, then Close 4400");
+        if frame.opcode() == CLOSE {
+            break frame;
+        }
+    };
+    client.expect_close_frame(&frame, 4400, deadline);
+    assert!(eventually(IO_LIMIT, || wse.metric("wse_closes_total{reason=\"malformed\"}") == 1.0));
+    fresh_pong_within(wse.addr, IO_LIMIT);
+}
+
 // ------------------------------------------------------------------------------------------
 // Outbound: C: frames above the threshold, shared permessage-deflate frames
 // ------------------------------------------------------------------------------------------

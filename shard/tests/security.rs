@@ -464,7 +464,7 @@ fn e2e_round_trip_both_ways() {
 }
 
 #[test]
-fn tampered_ciphertext_is_dropped_and_counted() {
+fn tampered_ciphertext_is_dropped_counted_and_answered() {
     let server = Server::start(&[]);
     let mut sealed = Sealed::open(&server);
     let mut frame = Vec::new();
@@ -474,6 +474,9 @@ fn tampered_ciphertext_is_dropped_and_counted() {
     sealed.client.send(&masked(FIN | BINARY, &frame, random_key()));
     server
         .wait_metric("wse_security_events_total{kind=\"decrypt_failed\"}", IO_LIMIT, |v| v >= 1.0);
+    let (answer, was_sealed) = sealed.next();
+    assert!(!was_sealed, "errors stay plaintext");
+    assert_eq!(answer.get("p").unwrap().str_at("code"), Some("DECRYPT_FAILED"));
     // The connection goes on.
     sealed.send(r#"{"t":"ping","p":{"timestamp":3}}"#);
     assert_eq!(sealed.next().0.str_at("t"), Some("PONG"));

@@ -66,6 +66,13 @@ class RustWSEServer:
     through `drain_inbound` and acts on them with the other methods. Any thread may
     call any method; calls that wait on the engine release the GIL while they wait.
 
+    Calls addressed to one connection (`send`, `send_event`, `subscribe_connection`,
+    `disconnect`, `accept`, ...) are carried out on the connection's shard after they
+    return: a `conn_id` that is not a connection id raises `ValueError`, but one whose
+    connection has closed, or that names no connection, is ignored, because a
+    connection can close at any moment. The application learns of a close from the
+    connection's `disconnect` event.
+
     All options are keyword-only; times are seconds; the defaults are those of
     PROTOCOL.md section 10. A bad value raises `ValueError` naming the argument and
     the rule it breaks, a value of the wrong type `TypeError`.
@@ -266,8 +273,11 @@ class RustWSEServer:
         `payload` is converted by the conversion rules; a `str` is taken as JSON
         text. `event_type` is the message's `t` (the topic name by default);
         `message_id` (1-128 bytes) is its `id`, and a repeated id within the
-        de-duplication window is dropped. Raises `ServerBusyError` when the shard
-        stayed full for `publish_timeout`.
+        de-duplication window is dropped. A `t` of the engine's own messages
+        (`server_ready`, `ping`, `PONG`, `error`, `snapshot_complete`, ... of
+        PROTOCOL.md section 3's `WSE` category) raises `ValueError`: subscribers
+        would take the publication for a system message. Raises `ServerBusyError`
+        when the shard stayed full for `publish_timeout`.
         """
 
     def subscribe_connection(
@@ -278,7 +288,11 @@ class RustWSEServer:
     ) -> None:
         """Subscribes a connection to `topics` (names or globs) on the
         application's authority: the topic ACL does not apply, the subscription
-        limit does. `presence_data` sets the connection's presence data first."""
+        limit does. An invalid name or glob, or more topics than
+        `max_subscriptions_per_connection`, raises `ValueError` naming it; topics
+        past the limit counted with the connection's existing subscriptions are
+        left out by its shard. `presence_data` sets the connection's presence data
+        first."""
 
     def unsubscribe_connection(
         self, conn_id: str, topics: list[str] | None = None
@@ -294,7 +308,9 @@ class RustWSEServer:
     ) -> None:
         """Replaces a connection's topic ACL: globs it may receive (`allow`, empty
         for all), may never receive (`deny`, which wins) and may publish to
-        (`publish`). All three None lifts every limit."""
+        (`publish`). All three None lifts every limit. Each glob must be a valid
+        topic pattern and each list at most 4,096 long, else `ValueError` naming
+        the list and the glob."""
 
     def disconnect(self, conn_id: str, code: int = 1000, reason: str = "") -> None:
         """Closes a connection with `code` and `reason` (cut to 123 bytes); its
@@ -302,11 +318,13 @@ class RustWSEServer:
 
     def accept(self, conn_id: str, user_id: str | None = None) -> None:
         """Admits a connection waiting under `require_accept`: it gets
-        `server_ready` with `user_id`."""
+        `server_ready` with `user_id`. A connection that is not waiting (already
+        admitted, or gone) is left as it is."""
 
     def reject(self, conn_id: str, code: int = 4401, reason: str = "") -> None:
         """Refuses a connection waiting under `require_accept`: it is closed with
-        `code` and `reason`."""
+        `code` and `reason`. A connection that is not waiting is left as it is;
+        `disconnect` closes an admitted one."""
 
     def snapshot_complete(self, conn_id: str, topics: list[str] | None = None) -> None:
         """Ends the snapshot hold of `topics` (every hold when None) after a

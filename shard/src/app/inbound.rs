@@ -141,6 +141,11 @@ impl Inbound {
         }
     }
 
+    /// Whether the server was told to stop ([`Inbound::close`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Events waiting in every ring now.
     pub(crate) fn depth(&self) -> usize {
         self.rings.iter().map(|r| r.queue.len()).sum()

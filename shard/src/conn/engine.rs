@@ -113,9 +113,13 @@ impl Session {
         let message = match engine::classify(inbound) {
             Ok(message) => message,
             Err(error) => {
-                return self.send_direct(Priority::High, "error", None, |meta, out| {
+                self.send_direct(Priority::High, "error", None, |meta, out| {
                     engine::error_for(&error, meta, out);
                 });
+                if matches!(error, wse_protocol::Error::InvalidMessage(_)) {
+                    self.malformed();
+                }
+                return;
             }
         };
         let heartbeat = matches!(message, ClientMessage::Ping { .. });

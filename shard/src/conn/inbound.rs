@@ -3,8 +3,14 @@
 //! Place: `session → **inbound** → engine`. In order: the rate limit (PROTOCOL.md §7, §10;
 //! refused messages get `RATE_LIMITED`, a connection that stays over the limit is closed
 //! with 4429), E2E decryption of `E:` frames (§5; a frame that does not open is dropped and
-//! counted), and the signature of plaintext JSON when the server requires one (§6). A frame
-//! sealed under the connection's E2E key needs no `sig`: AES-GCM already authenticates it.
+//! counted, and the client gets `error` `DECRYPT_FAILED`), and the signature of plaintext
+//! JSON when the server requires one (§6). A frame sealed under the connection's E2E key
+//! needs no `sig`: AES-GCM already authenticates it.
+//!
+//! Malformed messages (an `E:` frame that does not open, a `C:` frame that does not inflate,
+//! msgpack or an engine message that does not read) are answered one by one and counted per
+//! connection: more than [`MALFORMED_LIMIT`] within [`MALFORMED_WINDOW`] close it with 4400
+//! (PROTOCOL.md §9), so a broken or hostile sender stops costing the shard an answer each.
 //!
 //! Compressed input is inflated here too, through the shard's one bounded inflater: a
 //! permessage-deflate message before anything else (its inflated size is capped at
@@ -25,7 +31,7 @@ use wse_protocol::msgpack;
 use wse_protocol::ratelimit::{Take, TokenBucket};
 use wse_protocol::{signing, Error as ProtocolError};
 
-use super::{Session, RATE_LIMITED};
+use super::{Session, MALFORMED, RATE_LIMITED};
 use crate::config::Security;
 use crate::metrics::{Codec, InflateRefusal, SecurityEvent, ShardMetrics};
 
@@ -45,7 +51,15 @@ pub(super) struct InboundLimit {
     warned: bool,
     /// Start of the current one-second window, and messages accepted in it.
     window: (Instant, u32),
+    /// Start of the current [`MALFORMED_WINDOW`], and malformed messages in it.
+    malformed: (Instant, u32),
 }
+
+/// Malformed messages a connection may send within [`MALFORMED_WINDOW`]; one more closes it
+/// with 4400.
+pub(super) const MALFORMED_LIMIT: u32 = 100;
+/// The window [`MALFORMED_LIMIT`] counts in.
+const MALFORMED_WINDOW: Duration = Duration::from_secs(10);
 
 impl InboundLimit {
     pub(super) fn new(security: &Security, now: Instant) -> InboundLimit {
@@ -56,6 +70,7 @@ impl InboundLimit {
             last_refusal_note: None,
             warned: false,
             window: (now, 0),
+            malformed: (now, 0),
         }
     }
 
@@ -74,6 +89,21 @@ impl InboundLimit {
 }
 
 impl Session {
+    /// Counts a malformed message (already answered); past [`MALFORMED_LIMIT`] within
+    /// [`MALFORMED_WINDOW`] the connection is closed with 4400.
+    pub(super) fn malformed(&mut self) {
+        let now = self.conn.last_seen.get();
+        let (since, count) = &mut self.inbound.malformed;
+        if now.saturating_duration_since(*since) >= MALFORMED_WINDOW {
+            (*since, *count) = (now, 0);
+        }
+        *count += 1;
+        if *count > MALFORMED_LIMIT {
+            tracing::debug!(conn = self.conn.id.0, "too many malformed messages; closing 4400");
+            self.conn.request_close(MALFORMED);
+        }
+    }
+
     /// Takes one token for an inbound data message; `false` when the message is refused.
     /// The message counts as arriving when its bytes were read (one clock read per read,
     /// not per message).
@@ -158,6 +188,15 @@ impl Session {
         let Some(len) = opened else {
             self.shard.metrics().security(SecurityEvent::DecryptFailed);
             tracing::debug!(conn = self.conn.id.0, "E: frame did not open; dropped");
+            let text = if self.conn.e2e.borrow().is_some() {
+                "E: frame did not open under this connection's key"
+            } else {
+                "E: frame on a connection without an agreed key (send client_hello first)"
+            };
+            self.send_direct(Priority::High, "error", None, |meta, out| {
+                engine::error("DECRYPT_FAILED", text, true, None, meta, out);
+            });
+            self.malformed();
             return None;
         };
         // The plaintext sits right after the prefix and the IV.
@@ -197,6 +236,7 @@ impl Session {
             self.send_direct(Priority::High, "error", None, |meta, out| {
                 engine::error_for(&error, meta, out);
             });
+            self.malformed();
         })
         .ok()
     }
@@ -241,6 +281,7 @@ impl Session {
         self.send_direct(Priority::High, "error", None, |meta, out| {
             engine::error("INVALID_MESSAGE", "C: frame does not inflate", true, None, meta, out);
         });
+        self.malformed();
         None
     }
 
