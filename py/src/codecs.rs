@@ -4,7 +4,8 @@
 //! Router mode serves PROTOCOL.md from Python; whatever has to be byte-exact or
 //! security-sensitive it takes from here, so that the two servers cannot drift apart:
 //! `C:` compression and bounded inflation, msgpack frames, the E2E key agreement and
-//! `E:` frames, JWT validation, subscription filters, topic names and topic ACL globs.
+//! `E:` frames, JWT validation, subscription filters, topic names and topic ACL globs, and
+//! the argument checks of `RustWSEServer.publish` and `disconnect`.
 //! JSON itself is orjson's job on the Python side.
 //!
 //! Every function that takes bytes releases nothing and keeps nothing: these are short,
@@ -27,7 +28,8 @@ use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 
 use crate::errors::WSEError;
-use crate::options::bad;
+use crate::options::{self, bad};
+use crate::server;
 
 /// Adds the codec functions and classes to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -37,6 +39,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(msgpack_to_json, m)?)?;
     m.add_function(wrap_pyfunction!(check_topic, m)?)?;
     m.add_function(wrap_pyfunction!(glob_match, m)?)?;
+    m.add_function(wrap_pyfunction!(check_close_code, m)?)?;
+    m.add_function(wrap_pyfunction!(check_priority, m)?)?;
+    m.add_function(wrap_pyfunction!(check_event_type, m)?)?;
+    m.add_function(wrap_pyfunction!(check_message_id, m)?)?;
+    m.add_function(wrap_pyfunction!(check_json, m)?)?;
     m.add_class::<KeyExchange>()?;
     m.add_class::<E2ESession>()?;
     m.add_class::<JwtVerifier>()?;
@@ -116,6 +123,39 @@ fn check_topic(name: &str, allow_wildcards: bool) -> PyResult<()> {
 #[pyfunction]
 fn glob_match(pattern: &str, topic: &str) -> bool {
     glob::glob_match(pattern, topic)
+}
+
+// The argument checks of `RustWSEServer`, lent to router mode so that both modes refuse the
+// same values with the same messages. A wrong type is PyO3's `TypeError`.
+
+/// `code` when `RustWSEServer.disconnect` would send it (RFC 6455 §7.4), else `ValueError`.
+#[pyfunction]
+fn check_close_code(code: i64) -> PyResult<u16> {
+    options::close_code("code", code)
+}
+
+/// `priority` as an `int` when it is 1 to 10 (PROTOCOL.md §3), else `ValueError`.
+#[pyfunction]
+fn check_priority(priority: i64) -> PyResult<i64> {
+    server::priority(priority).map(|_| priority)
+}
+
+/// Raises `ValueError` when a publisher-given `event_type` is empty.
+#[pyfunction]
+fn check_event_type(event_type: &str) -> PyResult<()> {
+    server::check_event_type(event_type)
+}
+
+/// Raises `ValueError` unless `message_id` is 1 to 128 bytes of UTF-8.
+#[pyfunction]
+fn check_message_id(message_id: &str) -> PyResult<()> {
+    server::check_id(message_id).map(drop)
+}
+
+/// Raises `ValueError`, with the place, unless `text` is one JSON value (a `str` payload).
+#[pyfunction]
+fn check_json(text: &str) -> PyResult<()> {
+    server::check_json(text)
 }
 
 /// The server's P-256 key pair for one connection (PROTOCOL.md §5), used once.

@@ -206,9 +206,7 @@ impl RustWSEServer {
         check_topic(topic)?;
         let pri = self::priority(priority)?;
         let json = payload::json_text(payload)?;
-        if let Some(t) = event_type.filter(|t| t.is_empty()) {
-            return Err(bad("event_type", &format!("must not be empty, got {t:?}")));
-        }
+        event_type.map(check_event_type).transpose()?;
         let request = PublishRequest {
             topic: topic.into(),
             event_type: event_type.map(Into::into),
@@ -589,14 +587,23 @@ fn check_topic(topic: &str) -> PyResult<()> {
     validate_topic(topic, false).map_err(|e| bad("topic", &format!("is invalid: {e}")))
 }
 
-fn check_json(text: &str) -> PyResult<()> {
+/// A payload given as `str`: one JSON value, or `ValueError` saying where it is not.
+pub(crate) fn check_json(text: &str) -> PyResult<()> {
     sonic_rs::from_str::<Value>(text)
         .map(|_| ())
         .map_err(|e| bad("payload", &format!("must be JSON text when given as str: {e}")))
 }
 
+/// A publication's `t` given by the publisher: not empty.
+pub(crate) fn check_event_type(t: &str) -> PyResult<()> {
+    if t.is_empty() {
+        return Err(bad("event_type", &format!("must not be empty, got {t:?}")));
+    }
+    Ok(())
+}
+
 /// A publisher-given message id: 1 to 128 bytes.
-fn check_id(id: &str) -> PyResult<Box<str>> {
+pub(crate) fn check_id(id: &str) -> PyResult<Box<str>> {
     if id.is_empty() || id.len() > wse_protocol::engine::MAX_ID_LEN {
         return Err(bad("message_id", "must be 1 to 128 bytes"));
     }
@@ -604,7 +611,7 @@ fn check_id(id: &str) -> PyResult<Box<str>> {
 }
 
 /// A priority from Python: 1 to 10, read as the wire reads it (PROTOCOL.md §3).
-fn priority(value: i64) -> PyResult<Priority> {
+pub(crate) fn priority(value: i64) -> PyResult<Priority> {
     u64::try_from(value)
         .ok()
         .filter(|p| (1..=10).contains(p))

@@ -12,12 +12,13 @@ import asyncio
 import base64
 import json
 import os
+import re
 import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from typing import Any, TypeVar
 
 import msgpack
 import pytest
@@ -32,8 +33,10 @@ from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import JWT_SECRET, hs256_token
+from conftest import JWT_SECRET, StartServer, hs256_token
 from wse_server import WSEConfig, WSERouter, create_wse_router
+
+T = TypeVar("T")
 
 
 class Served:
@@ -62,6 +65,11 @@ class Served:
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
+
+    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs one of the router's calls on the application's loop, where they go."""
+        loop = self.server.servers[0].get_loop()
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -392,6 +400,145 @@ def test_slow_consumer_is_closed_with_4503(serve: Serve) -> None:
                 await read_until_closed(ws)
             assert ws.close_code == 4503
         assert served.router.counters["slow_consumer"] == 1
+
+    asyncio.run(scenario())
+
+
+def test_disconnect_refuses_a_close_code_before_closing(serve: Serve) -> None:
+    served = serve()
+    untyped: Any = served.router
+
+    async def scenario() -> None:
+        async with connect(served.ws_url) as ws:
+            await next_message(ws)
+            (conn_id,) = served.router.connections
+            for code in (0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 70000, -1):
+                with pytest.raises(ValueError, match="code must be a close code"):
+                    await served.call(served.router.disconnect(conn_id, code))
+            with pytest.raises(TypeError):
+                await served.call(untyped.disconnect(conn_id, "x"))
+            with pytest.raises(TypeError, match="reason"):
+                await served.call(untyped.disconnect(conn_id, 1000, None))
+
+            # Nothing was closed: the connection still answers, then closes as asked.
+            await ws.send(json.dumps({"t": "ping", "p": {"timestamp": 1}}))
+            assert (await next_message(ws))["t"] == "PONG"
+            reason = "é" * 100
+            assert await served.call(served.router.disconnect(conn_id, 4000, reason))
+            with pytest.raises(ConnectionClosed):
+                await read_until_closed(ws)
+            assert ws.close_code == 4000
+            assert ws.close_reason == "é" * 61  # 122 of the 123 bytes a reason may have
+
+    asyncio.run(scenario())
+
+
+def test_a_str_payload_is_json_text_only_for_publish(serve: Serve) -> None:
+    served = serve(WSEConfig(allow_client_publish=True))
+    wse = served.router
+
+    async def scenario() -> None:
+        async with connect(served.ws_url + "?topics=h") as ws:
+            await next_message(ws)
+            await next_message(ws)
+            assert await served.call(wse.publish("h", '{"a": [1, 2]}')) == 1
+            first = await next_message(ws)
+            assert first["p"] == {"a": [1, 2]} and first["o"] == 0
+            with pytest.raises(ValueError, match=r"payload must be JSON text.*column"):
+                await served.call(wse.publish("h", '{"a": 1'))
+
+            # As standalone `send_event`, every other call sends a str as a JSON string.
+            assert await served.call(wse.broadcast("note", '{"a": 1}')) == 1
+            assert (await next_message(ws))["p"] == '{"a": 1}'
+            assert await served.call(wse.publish("h", "2")) == 1
+            second = await next_message(ws)
+            assert second["p"] == 2 and second["o"] == 1
+
+            # A client's data is a JSON value already: its strings stay strings.
+            publish = {"topic": "h", "data": "2"}
+            await ws.send(json.dumps({"t": "publish", "p": publish}))
+            third = await next_message(ws)
+            assert third["p"] == "2" and third["o"] == 2
+
+    asyncio.run(scenario())
+
+
+def test_publish_and_broadcast_check_every_argument_first(serve: Serve) -> None:
+    served = serve()
+    wse = served.router
+    # Calls with the wrong types, as an untyped caller makes them.
+    untyped: Any = wse
+    bad: list[
+        tuple[type[Exception], str | None, Callable[[], Coroutine[Any, Any, Any]]]
+    ] = [
+        (TypeError, None, lambda: untyped.publish("h", {}, message_id=5)),
+        (ValueError, "message_id", lambda: wse.publish("h", {}, message_id="")),
+        (ValueError, "message_id", lambda: wse.publish("h", {}, message_id="x" * 129)),
+        (TypeError, None, lambda: untyped.publish("h", {}, event_type=5)),
+        (ValueError, "event_type", lambda: wse.publish("h", {}, event_type="")),
+        (TypeError, None, lambda: untyped.publish("h", {}, priority="5")),
+        (TypeError, None, lambda: untyped.publish("h", {}, priority=5.5)),
+        (ValueError, "priority", lambda: wse.publish("h", {}, priority=11)),
+        (TypeError, None, lambda: untyped.publish(5, {})),
+        (ValueError, None, lambda: wse.publish("a b", {})),
+        (TypeError, None, lambda: wse.publish("h", {1})),
+        (TypeError, "event_type", lambda: untyped.broadcast(5, {})),
+        (ValueError, "event_type", lambda: wse.broadcast("", {})),
+        (TypeError, None, lambda: untyped.broadcast("x", {}, priority="5")),
+        (ValueError, "priority", lambda: wse.broadcast("x", {}, priority=0)),
+        (TypeError, "user_id", lambda: untyped.send_to_user(None, "x", {})),
+        (TypeError, "conn_id", lambda: untyped.send_to_connection(None, "x", {})),
+    ]
+
+    async def scenario() -> None:
+        async with connect(served.ws_url + "?topics=h") as ws:
+            await next_message(ws)
+            answer = await next_message(ws)
+            for error, match, call in bad:
+                with pytest.raises(error, match=match):
+                    await served.call(call())
+
+            # Nothing went out and nothing was counted: no gap in `seq` or `o`.
+            assert await served.call(wse.broadcast("x", {})) == 1
+            direct = await next_message(ws)
+            assert direct["t"] == "x" and direct["seq"] == answer["seq"] + 1
+            assert await served.call(wse.publish("h", {}, message_id="m" * 128)) == 1
+            publication = await next_message(ws)
+            assert publication["o"] == 0 and publication["id"] == "m" * 128
+
+    asyncio.run(scenario())
+
+
+def test_publish_and_disconnect_refuse_what_the_standalone_server_refuses(
+    serve: Serve, start_server: StartServer
+) -> None:
+    served = serve()
+    untyped: Any = served.router
+    standalone = start_server(shards=1)
+    cases: list[dict[str, Any]] = [
+        {"message_id": 5},
+        {"message_id": ""},
+        {"message_id": "x" * 129},
+        {"event_type": 5},
+        {"event_type": ""},
+        {"priority": "5"},
+        {"priority": 5.5},
+        {"priority": 0},
+        {"payload": "{x"},
+    ]
+
+    async def scenario() -> None:
+        for case in cases:
+            args = {"topic": "h", "payload": {}, **case}
+            with pytest.raises((TypeError, ValueError)) as theirs:
+                standalone.publish(**args)
+            with pytest.raises(type(theirs.value), match=re.escape(str(theirs.value))):
+                await served.call(untyped.publish(**args))
+        for code in (999, 1004, 1005, 1015, 5000, "x"):
+            with pytest.raises((TypeError, ValueError)) as theirs:
+                standalone.disconnect("1", code)  # type: ignore[arg-type]
+            with pytest.raises(type(theirs.value), match=re.escape(str(theirs.value))):
+                await served.call(untyped.disconnect("1", code))
 
     asyncio.run(scenario())
 

@@ -24,6 +24,11 @@ __all__ = [
     "TopicFilter",
     "WSEError",
     "__version__",
+    "check_close_code",
+    "check_event_type",
+    "check_json",
+    "check_message_id",
+    "check_priority",
     "check_topic",
     "compress_c_frame",
     "glob_match",
@@ -491,6 +496,24 @@ def check_topic(name: str, allow_wildcards: bool = False) -> None:
 
 def glob_match(pattern: str, topic: str) -> bool:
     """Whether `topic` matches `pattern` (`*` any run, `?` one character)."""
+
+# The argument checks of `RustWSEServer`, for router mode: the same values are refused
+# with the same messages in both modes. A wrong type raises `TypeError`.
+
+def check_close_code(code: int) -> int:
+    """`code` when `RustWSEServer.disconnect` would send it, else `ValueError`."""
+
+def check_priority(priority: int) -> int:
+    """`priority` as an `int` when it is 1 to 10, else `ValueError`."""
+
+def check_event_type(event_type: str) -> None:
+    """Raises `ValueError` when a publisher-given `event_type` is empty."""
+
+def check_message_id(message_id: str) -> None:
+    """Raises `ValueError` unless `message_id` is 1 to 128 bytes of UTF-8."""
+
+def check_json(text: str) -> None:
+    """Raises `ValueError`, saying where, unless `text` is one JSON value."""
 
 @final
 class KeyExchange:

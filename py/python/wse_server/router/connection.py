@@ -355,15 +355,18 @@ class Connection:
         if not allowed:
             self._error("FORBIDDEN", f"may not publish to {topic}")
             return
-        event_type = payload.get("type")
         try:
-            await self.router.publish(
-                topic,
-                payload.get("data"),
-                event_type=event_type if isinstance(event_type, str) else None,
-            )
+            check_topic(topic)
         except ValueError as e:
             self._error("INVALID_TOPIC", str(e))
+            return
+        # The client's data is a JSON value already: a str in it is a JSON string.
+        event_type = payload.get("type")
+        await self.router.publish_json(
+            topic,
+            dumps(payload.get("data")),
+            event_type=event_type if isinstance(event_type, str) else None,
+        )
 
     async def _forward(self, envelope: dict[str, Any]) -> None:
         handler = self.router.config.message_handler

@@ -37,6 +37,11 @@ from wse_server._wse_accel import (
     InvalidTokenError,
     RedisBridge,
     TopicAcl,
+    check_close_code,
+    check_event_type,
+    check_json,
+    check_message_id,
+    check_priority,
     check_topic,
     glob_match,
 )
@@ -45,9 +50,6 @@ from wse_server.router.config import WSEConfig
 from wse_server.router.connection import Connection
 
 __all__ = ["WSERouter", "create_wse_router"]
-
-#: Priorities clients know (PROTOCOL.md section 3); others are refused.
-_PRIORITIES = range(1, 11)
 
 
 def create_wse_router(config: WSEConfig | None = None) -> WSERouter:
@@ -115,10 +117,39 @@ class WSERouter(APIRouter):
         epoch chosen when the topic is first published in this process. With
         `redis_url`, a topic that travels is stamped by Redis instead and delivered
         when it comes back (to every process at once): then this returns 0.
+
+        The arguments follow `RustWSEServer.publish`, checked by the same code:
+        `payload` by the conversion rules, but a `str` is JSON text (`ValueError`
+        saying where when it is not); `event_type` not empty; `message_id` 1 to 128
+        bytes; `priority` 1 to 10. A wrong type raises `TypeError`, a bad value
+        `ValueError`, before anything is sent or counted.
         """
         check_topic(topic)
-        _check_priority(priority)
-        payload_json = dumps(payload)
+        priority = check_priority(priority)
+        payload_json = _json_text(payload)
+        if event_type is not None:
+            check_event_type(event_type)
+        if message_id is not None:
+            check_message_id(message_id)
+        return await self.publish_json(
+            topic,
+            payload_json,
+            event_type=event_type,
+            priority=priority,
+            message_id=message_id,
+        )
+
+    async def publish_json(
+        self,
+        topic: str,
+        payload_json: bytes,
+        *,
+        event_type: str | None = None,
+        priority: int = wire.NORMAL,
+        message_id: str | None = None,
+    ) -> int:
+        """`publish` of a payload that is JSON text already, with every argument
+        checked already (a client's publication comes this way)."""
         message_id = message_id or wire.uuid7()
         ts = wire.unix_ms()
         bridge = self.bridge
@@ -145,8 +176,13 @@ class WSERouter(APIRouter):
     async def broadcast(
         self, event_type: str, payload: Any, *, priority: int = wire.NORMAL
     ) -> int:
-        """Sends one message to every connection; returns how many took it."""
-        _check_priority(priority)
+        """Sends one message to every connection; returns how many took it.
+
+        Here, as in `send_to_user` and `send_to_connection`, `event_type` is the
+        message's `t` (not empty) and a `str` payload is a JSON string, as every
+        payload but `publish`'s.
+        """
+        priority = _check_message(event_type, priority)
         payload_json = dumps(payload)
         conns = list(self.connections.values())
         return sum(
@@ -162,7 +198,8 @@ class WSERouter(APIRouter):
         priority: int = wire.NORMAL,
     ) -> int:
         """Sends one message to every connection of `user_id`; returns how many."""
-        _check_priority(priority)
+        _check_str("user_id", user_id)
+        priority = _check_message(event_type, priority)
         payload_json = dumps(payload)
         conns = list(self._users.get(user_id, ()))
         return sum(
@@ -179,20 +216,32 @@ class WSERouter(APIRouter):
         cid: str | None = None,
     ) -> bool:
         """Sends one message to one connection; False when it is gone."""
-        _check_priority(priority)
+        _check_str("conn_id", conn_id)
+        priority = _check_message(event_type, priority)
+        if cid is not None:
+            _check_str("cid", cid)
+        payload_json = dumps(payload)
         conn = self.connections.get(conn_id)
         if conn is None:
             return False
-        return conn.send_json(event_type, dumps(payload), priority=priority, cid=cid)
+        return conn.send_json(event_type, payload_json, priority=priority, cid=cid)
 
     async def disconnect(
         self, conn_id: str, code: int = 1000, reason: str = ""
     ) -> bool:
-        """Closes one connection; False when it is gone."""
+        """Closes one connection; False when it is gone.
+
+        As `RustWSEServer.disconnect`: `code` must be one a Close frame may carry
+        (1000-1003, 1007-1014, 3000-4999; `ValueError` otherwise) and `reason` is
+        cut to the 123 bytes a Close frame has room for.
+        """
+        _check_str("conn_id", conn_id)
+        code = check_close_code(code)
+        _check_str("reason", reason)
         conn = self.connections.get(conn_id)
         if conn is None:
             return False
-        conn.close(code, reason)
+        conn.close(code, _truncate(reason, _MAX_CLOSE_REASON))
         return True
 
     def subscriber_count(self, topic: str) -> int:
@@ -469,12 +518,36 @@ class WSERouter(APIRouter):
         return list(found.items())
 
 
-def _check_priority(priority: int) -> None:
-    if isinstance(priority, bool) or priority not in _PRIORITIES:
-        raise ValueError(f"priority must be 1 to 10, got {priority!r}")
+def _json_text(payload: Any) -> bytes:
+    """A payload of `publish`: a `str` is JSON text, anything else is converted."""
+    if not isinstance(payload, str):
+        return dumps(payload)
+    check_json(payload)
+    return payload.encode()
+
+
+def _check_message(event_type: str, priority: int) -> int:
+    """Checks a direct message's `t` and priority; the priority as an `int`."""
+    _check_str("event_type", event_type)
+    check_event_type(event_type)
+    return check_priority(priority)
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, not {type(value).__qualname__}")
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, on a character boundary."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
 
 
 def _version() -> str:
     from wse_server import __version__
 
     return __version__
+
+
+#: A Close frame's reason: 125 bytes of payload less the two of the code.
+_MAX_CLOSE_REASON = 123
