@@ -240,11 +240,11 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: TopicList,
+        topics: &Bound<'_, PyAny>,
         presence_data: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
-        let TopicList(topics) = topics;
+        let topics = topic_list("topics", topics)?;
         if let Some(data) = presence_data {
             let data = payload::encode(data)?;
             self.call(py, |app| app.update_presence(conn, Some(&data)))?;
@@ -260,10 +260,10 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: Option<TopicList>,
+        topics: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
-        let topics = topics.map(|TopicList(list)| list);
+        let topics = topics.map(|list| topic_list("topics", list)).transpose()?;
         self.call(py, move |app| {
             let names: Option<Vec<&str>> =
                 topics.as_ref().map(|list| list.iter().map(String::as_str).collect());
@@ -276,12 +276,14 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        allow: Option<TopicList>,
-        deny: Option<TopicList>,
-        publish: Option<TopicList>,
+        allow: Option<&Bound<'_, PyAny>>,
+        deny: Option<&Bound<'_, PyAny>>,
+        publish: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
-        let [allow, deny, publish] = [allow, deny, publish].map(|l| l.map(|TopicList(l)| l));
+        let allow = allow.map(|list| topic_list("allow", list)).transpose()?;
+        let deny = deny.map(|list| topic_list("deny", list)).transpose()?;
+        let publish = publish.map(|list| topic_list("publish", list)).transpose()?;
         let rules = (allow.is_some() || deny.is_some() || publish.is_some()).then(|| TopicRules {
             allow: allow.unwrap_or_default(),
             deny: deny.unwrap_or_default(),
@@ -324,10 +326,11 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: Option<TopicList>,
+        topics: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
-        let TopicList(topics) = topics.unwrap_or(TopicList(Vec::new()));
+        let topics = topics.map(|list| topic_list("topics", list)).transpose()?;
+        let topics = topics.unwrap_or_default();
         self.call(py, move |app| {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             app.snapshot_complete(conn, &names)
@@ -539,22 +542,16 @@ impl RustWSEServer {
     }
 }
 
-/// Topic names as a list (or any sequence) of `str`. A `str` alone is refused: read as a
-/// sequence it would be its characters. Python prefixes the message with the argument's name.
-struct TopicList(Vec<String>);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for TopicList {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        if obj.is_instance_of::<PyString>() {
-            return Err(PyTypeError::new_err("must be a list of str, not a str"));
-        }
-        obj.extract::<Vec<String>>().map(TopicList).map_err(|_| {
-            let type_name = obj.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string());
-            PyTypeError::new_err(format!("must be a list of str, got {type_name}"))
-        })
+/// Topic names given as argument `name`: a list (or any sequence) of `str`. A `str` alone is
+/// refused: read as a sequence it would be its characters.
+fn topic_list(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if value.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!("{name} must be a list of str, not a str")));
     }
+    value.extract::<Vec<String>>().map_err(|_| {
+        let type_name = value.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string());
+        PyTypeError::new_err(format!("{name} must be a list of str, got {type_name}"))
+    })
 }
 
 /// The parts of a WSE message given as a mapping: `t` (or `type`), `p` (or `payload`),

@@ -195,19 +195,19 @@ def test_method_arguments_out_of_range_name_the_argument_and_the_range() -> None
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "name"),
     [
-        lambda s: s.subscribe_connection("1", "abc"),
-        lambda s: s.unsubscribe_connection("1", "abc"),
-        lambda s: s.snapshot_complete("1", "abc"),
-        lambda s: s.set_topic_acl("1", allow="abc"),
-        lambda s: s.set_topic_acl("1", deny="abc"),
-        lambda s: s.set_topic_acl("1", publish="abc"),
+        (lambda s: s.subscribe_connection("1", "abc"), "topics"),
+        (lambda s: s.unsubscribe_connection("1", "abc"), "topics"),
+        (lambda s: s.snapshot_complete("1", "abc"), "topics"),
+        (lambda s: s.set_topic_acl("1", allow="abc"), "allow"),
+        (lambda s: s.set_topic_acl("1", deny="abc"), "deny"),
+        (lambda s: s.set_topic_acl("1", publish="abc"), "publish"),
     ],
 )
-def test_topics_must_be_a_list_of_str_not_a_str(call: Any) -> None:
+def test_topics_must_be_a_list_of_str_not_a_str(call: Any, name: str) -> None:
     server = RustWSEServer("127.0.0.1", 0)
-    with pytest.raises(TypeError, match="must be a list of str, not a str"):
+    with pytest.raises(TypeError, match=f"^{name} must be a list of str, not a str$"):
         call(server)
 
 

@@ -290,7 +290,9 @@ class RustWSEServer:
     ) -> None:
         """Subscribes a connection to `topics` (names or globs) on the
         application's authority: the topic ACL does not apply, the subscription
-        limit does. `presence_data` sets the connection's presence data first."""
+        limit does. `presence_data` sets the connection's presence data first.
+        Topic arguments here and below are lists of str; a str alone raises
+        `TypeError`."""
 
     def unsubscribe_connection(
         self, conn_id: str, topics: list[str] | None = None
