@@ -28,7 +28,7 @@ use wse_protocol::msgpack;
 use wse_protocol::topic::validate_topic;
 
 use crate::errors::WSEError;
-use crate::options::{self, bad};
+use crate::options::{self, bad, Int};
 use crate::server;
 
 /// Adds the codec functions and classes to the module.
@@ -130,14 +130,15 @@ fn glob_match(pattern: &str, topic: &str) -> bool {
 
 /// `code` when `RustWSEServer.disconnect` would send it (RFC 6455 §7.4), else `ValueError`.
 #[pyfunction]
-fn check_close_code(code: i64) -> PyResult<u16> {
+fn check_close_code(code: Int) -> PyResult<u16> {
     options::close_code("code", code)
 }
 
 /// `priority` as an `int` when it is 1 to 10 (PROTOCOL.md §3), else `ValueError`.
 #[pyfunction]
-fn check_priority(priority: i64) -> PyResult<i64> {
-    server::priority(priority).map(|_| priority)
+fn check_priority(priority: Int) -> PyResult<i64> {
+    server::priority(priority.0)?;
+    Ok(i64::try_from(priority.0).expect("invariant: a valid priority is 1 to 10"))
 }
 
 /// Raises `ValueError` when a publisher-given `event_type` is empty.

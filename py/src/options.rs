@@ -17,25 +17,25 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pyo3::conversion::FromPyObjectOwned;
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyString};
 use wse_protocol::auth::{JwtAlgorithm, JwtConfig, JwtValidator};
 use wse_protocol::close::is_valid_close_code;
-use wse_shard::config::{AuthFailureMode, JwtSettings, Secret, TlsFiles};
+use wse_shard::config::{AuthFailureMode, JwtSettings, Secret, TlsFiles, MAX_SHARDS};
 use wse_shard::Config;
 
 /// Builds the engine's configuration from the constructor's arguments.
 pub(crate) fn config(
     host: &str,
-    port: i64,
+    port: Int,
     kwargs: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Config> {
     let host: IpAddr = host.parse().map_err(|_| {
         PyValueError::new_err(format!("host must be an IP address such as 127.0.0.1, got {host:?}"))
     })?;
-    let port = u16::try_from(port)
-        .map_err(|_| PyValueError::new_err(format!("port must be 0 to 65535, got {port}")))?;
+    let port = u16::try_from(port.0)
+        .map_err(|_| PyValueError::new_err(format!("port must be 0 to 65535, got {}", port.0)))?;
     let mut args = Args::new(kwargs)?;
     let mut c = Config { host, port, ..Config::default() };
     c.app_events = true;
@@ -46,15 +46,13 @@ pub(crate) fn config(
     tls(&mut args, &mut c)?;
     redis(&mut args, &mut c)?;
     args.finish()?;
-    c.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    c.validate().map_err(config_error)?;
     Ok(c)
 }
 
 fn core(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
+    // The path's rule is the `wse-server` one, checked by `Config::validate`.
     if let Some(path) = a.text("path")? {
-        if !path.starts_with('/') {
-            return Err(bad("path", "must start with '/'"));
-        }
         c.path = path;
     }
     cores(a, c)?;
@@ -74,13 +72,16 @@ fn core(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
 
 /// `shards=N` spreads N shards over the online cores; `cores=[...]` pins one per entry.
 fn cores(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
-    let shards = a.get::<usize>("shards")?;
-    let cores = a.get::<Vec<usize>>("cores")?;
+    let shards = a.get::<Int>("shards")?;
+    let cores = a.get::<Vec<Int>>("cores")?;
     let online = Config::default().cores;
     match (shards, cores) {
         (Some(_), Some(_)) => Err(bad("shards", "give shards or cores, not both")),
-        (Some(0), None) => Err(bad("shards", "must be at least 1")),
-        (Some(n), None) => {
+        (Some(Int(n)), None) => {
+            let n = usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_SHARDS).contains(n))
+                .ok_or_else(|| bad("shards", &format!("must be 1 to {MAX_SHARDS}, got {n}")))?;
             c.cores = (0..n).map(|i| online[i % online.len()]).collect();
             Ok(())
         }
@@ -88,10 +89,13 @@ fn cores(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
             if list.is_empty() {
                 return Err(bad("cores", "must list at least one core"));
             }
-            if let Some(core) = list.iter().find(|core| !online.contains(core)) {
-                return Err(bad("cores", &format!("core {core} is not online ({online:?})")));
-            }
-            c.cores = list;
+            let pinned = list.iter().map(|&Int(core)| {
+                usize::try_from(core)
+                    .ok()
+                    .filter(|core| online.contains(core))
+                    .ok_or_else(|| bad("cores", &format!("core {core} is not online ({online:?})")))
+            });
+            c.cores = pinned.collect::<PyResult<_>>()?;
             Ok(())
         }
         (None, None) => Ok(()),
@@ -101,10 +105,9 @@ fn cores(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
 fn security(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
     let s = &mut c.security;
     jwt(a, &mut s.jwt)?;
+    // jwt_cookie_name, allowed_origins and signing_secret: their rules are the `wse-server`
+    // ones, checked by `Config::validate`.
     if let Some(name) = a.text("jwt_cookie_name")? {
-        if name.is_empty() || name.contains([';', '=', ' ', ',']) {
-            return Err(bad("jwt_cookie_name", "must be a non-empty cookie name"));
-        }
         s.cookie_name = name;
     }
     a.flag("jwt_query_token", &mut s.query_token)?;
@@ -130,7 +133,7 @@ fn security(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
     }
     if let Some(capacity) = a.number("rate_limit_capacity")? {
         if !(1.0..=1e18).contains(&capacity) {
-            return Err(bad("rate_limit_capacity", "must be at least 1 message"));
+            return Err(bad("rate_limit_capacity", "must be 1 to 1e18 messages"));
         }
         s.rate_limit_capacity = capacity as u64;
     }
@@ -163,9 +166,15 @@ fn jwt(a: &mut Args<'_>, slot: &mut Option<JwtSettings>) -> PyResult<()> {
         }
         return Ok(());
     };
-    let mut check = JwtConfig::new(parsed, key.clone());
-    check.previous_key.clone_from(&previous);
-    JwtValidator::new(check).map_err(|e| bad("jwt_secret", &e.to_string()))?;
+    // Each key alone, so that the message names the argument that holds the bad one.
+    JwtValidator::new(JwtConfig::new(parsed, key.clone()))
+        .map_err(|e| PyValueError::new_err(format!("jwt_secret: {e}")))?;
+    if let Some(previous) = &previous {
+        let mut check = JwtConfig::new(parsed, key.clone());
+        check.previous_key = Some(previous.clone());
+        JwtValidator::new(check)
+            .map_err(|e| PyValueError::new_err(format!("jwt_previous_secret: {e}")))?;
+    }
     *slot = Some(JwtSettings {
         algorithm: parsed.name().to_owned(),
         key: Secret(key),
@@ -194,11 +203,11 @@ fn delivery(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
     a.count("presence_max_members", &mut p.max_members, 0)?;
     let z = &mut c.compression;
     a.count("compression_threshold", &mut z.threshold, 0)?;
-    if let Some(level) = a.get::<i64>("compression_level")? {
+    if let Some(Int(level)) = a.get::<Int>("compression_level")? {
         z.level = u8::try_from(level)
             .ok()
             .filter(|l| (1..=9).contains(l))
-            .ok_or_else(|| bad("compression_level", "must be 1 to 9"))?;
+            .ok_or_else(|| bad("compression_level", &format!("must be 1 to 9, got {level}")))?;
     }
     a.flag("compression_enabled", &mut z.c_frames)?;
     a.flag("permessage_deflate", &mut z.permessage_deflate)
@@ -243,11 +252,12 @@ fn redis(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
         r.topics = topics;
     }
     a.secs("redis_timeout", &mut r.timeout)?;
-    if let Some(threshold) = a.get::<i64>("redis_breaker_threshold")? {
-        r.breaker_threshold = u32::try_from(threshold)
-            .ok()
-            .filter(|&t| t > 0)
-            .ok_or_else(|| bad("redis_breaker_threshold", "must be a positive integer"))?;
+    if let Some(Int(threshold)) = a.get::<Int>("redis_breaker_threshold")? {
+        r.breaker_threshold =
+            u32::try_from(threshold).ok().filter(|&t| t > 0).ok_or_else(|| {
+                let rule = format!("must be an integer from 1 to {}, got {threshold}", u32::MAX);
+                bad("redis_breaker_threshold", &rule)
+            })?;
     }
     a.secs("redis_breaker_window", &mut r.breaker_window)?;
     a.secs("redis_breaker_reset", &mut r.breaker_reset)?;
@@ -255,24 +265,50 @@ fn redis(a: &mut Args<'_>, c: &mut Config) -> PyResult<()> {
 }
 
 /// A close code the application may send (`disconnect`, `reject`, `drain`).
-pub(crate) fn close_code(name: &str, code: i64) -> PyResult<u16> {
+pub(crate) fn close_code(name: &str, Int(code): Int) -> PyResult<u16> {
     u16::try_from(code)
         .ok()
         .filter(|&c| is_valid_close_code(c))
         .ok_or_else(|| bad(name, &format!("must be a close code that can be sent, got {code}")))
 }
 
-/// Seconds from Python as a [`Duration`]: finite, positive, at most a year.
+/// Seconds from Python as a [`Duration`]: finite, positive, at most a year (the
+/// `wse-server` rule).
 pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    if !value.is_finite() || value <= 0.0 || value > 86_400.0 * 365.0 {
-        return Err(bad(name, "must be a positive number of seconds"));
+    wse_shard::config::seconds(value, name).map_err(config_error)
+}
+
+/// A `ValueError` from the engine's configuration check, whose message names the setting.
+fn config_error(e: wse_shard::Error) -> PyErr {
+    match e {
+        wse_shard::Error::Config(message) => PyValueError::new_err(message),
+        other => PyValueError::new_err(other.to_string()),
     }
-    Ok(Duration::from_secs_f64(value))
 }
 
 /// A `ValueError` naming the argument and the rule it broke.
 pub(crate) fn bad(name: &str, rule: &str) -> PyErr {
     PyValueError::new_err(format!("{name} {rule}"))
+}
+
+/// A Python int of any size. One too large for an `i128` reads as `i128::MAX` (too small,
+/// `i128::MIN`): out of every range we accept, so that the range check names the rule where
+/// Python would raise `OverflowError`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int(pub i128);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        match obj.extract::<i128>() {
+            Ok(value) => Ok(Int(value)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+                Ok(Int(if obj.lt(0)? { i128::MIN } else { i128::MAX }))
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The keyword arguments not read yet.
@@ -304,11 +340,14 @@ impl<'py> Args<'py> {
         value.extract::<T>().map(Some).map_err(|_| wrong_type(name, &value))
     }
 
-    /// A non-negative integer of at least `min`.
+    /// An integer of at least `min` (and at most `usize::MAX`).
     fn count(&mut self, name: &str, slot: &mut usize, min: usize) -> PyResult<()> {
-        let Some(value) = self.get::<i64>(name)? else { return Ok(()) };
+        let Some(Int(value)) = self.get::<Int>(name)? else { return Ok(()) };
         let count = usize::try_from(value).ok().filter(|&v| v >= min);
-        *slot = count.ok_or_else(|| bad(name, &format!("must be an integer >= {min}")))?;
+        *slot = count.ok_or_else(|| {
+            let rule = format!("must be an integer >= {min} and <= {}, got {value}", usize::MAX);
+            bad(name, &rule)
+        })?;
         Ok(())
     }
 

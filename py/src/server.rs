@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyMapping};
+use pyo3::types::{PyDict, PyList, PyMapping, PyString};
 use sonic_rs::{JsonValueTrait, Value};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::TopicRules;
@@ -30,7 +30,7 @@ use wse_shard::{App, Config, Server};
 
 use crate::errors::{not_running, to_py};
 use crate::events::{conn_text, json_to_py, parse_conn, to_list, to_py as value_to_py, ConnNames};
-use crate::options::{self, bad, close_code, seconds};
+use crate::options::{self, bad, close_code, seconds, Int};
 use crate::payload;
 
 /// The Rust WebSocket engine, run and called from Python.
@@ -81,9 +81,9 @@ impl RustWSEServer {
             redis_timeout=1.0, redis_breaker_threshold=10, redis_breaker_window=60.0, \
             redis_breaker_reset=60.0, redis_dlq_buffer=10000)"
     )]
-    fn new(host: &str, port: i64, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(host: &str, port: Int, options: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let config = options::config(host, port, options)?;
-        let names = ConnNames::new(config.max_connections + 1024);
+        let names = ConnNames::new(config.max_connections.saturating_add(1024));
         Ok(RustWSEServer { config, state: Mutex::new(State::default()), names: Mutex::new(names) })
     }
 
@@ -106,8 +106,11 @@ impl RustWSEServer {
     }
 
     /// Lame-duck shutdown: closes every connection with `close_code`, then stops.
-    #[pyo3(signature = (close_code=4300, timeout=30.0))]
-    fn drain(&self, py: Python<'_>, close_code: i64, timeout: f64) -> PyResult<bool> {
+    #[pyo3(
+        signature = (close_code=Int(4300), timeout=30.0),
+        text_signature = "($self, close_code=4300, timeout=30.0)"
+    )]
+    fn drain(&self, py: Python<'_>, close_code: Int, timeout: f64) -> PyResult<bool> {
         let code = options::close_code("close_code", close_code)?;
         let limit = seconds("timeout", timeout)?;
         Ok(self.shut_down(py, code, limit))
@@ -125,20 +128,29 @@ impl RustWSEServer {
         Ok((addr.ip().to_string(), addr.port()))
     }
 
-    #[pyo3(signature = (max_count=256, timeout_ms=50))]
+    #[pyo3(
+        signature = (max_count=Int(256), timeout_ms=Int(50)),
+        text_signature = "($self, max_count=256, timeout_ms=50)"
+    )]
     fn drain_inbound<'py>(
         &self,
         py: Python<'py>,
-        max_count: i64,
-        timeout_ms: i64,
+        max_count: Int,
+        timeout_ms: Int,
     ) -> PyResult<Bound<'py, PyList>> {
-        let max = usize::try_from(max_count)
-            .ok()
-            .filter(|&m| (1..=MAX_BATCH).contains(&m))
-            .ok_or_else(|| bad("max_count", &format!("must be 1 to {MAX_BATCH}")))?;
+        let (Int(max_count), Int(timeout_ms)) = (max_count, timeout_ms);
+        let max =
+            usize::try_from(max_count).ok().filter(|&m| (1..=MAX_BATCH).contains(&m)).ok_or_else(
+                || bad("max_count", &format!("must be 1 to {MAX_BATCH}, got {max_count}")),
+            )?;
         let wait = u64::try_from(timeout_ms)
+            .ok()
+            .filter(|&ms| ms <= MAX_DRAIN_WAIT_MS)
             .map(Duration::from_millis)
-            .map_err(|_| bad("timeout_ms", "must be >= 0"))?;
+            .ok_or_else(|| {
+                let rule = format!("must be 0 to {MAX_DRAIN_WAIT_MS} (a day), got {timeout_ms}");
+                bad("timeout_ms", &rule)
+            })?;
         let app = self.app()?;
         let events = py.detach(move || {
             let mut events = Vec::with_capacity(max.min(4096));
@@ -193,18 +205,21 @@ impl RustWSEServer {
         self.broadcast_local(py, topic, data)
     }
 
-    #[pyo3(signature = (topic, payload, priority=5, *, event_type=None, message_id=None))]
+    #[pyo3(
+        signature = (topic, payload, priority=Int(5), *, event_type=None, message_id=None),
+        text_signature = "($self, topic, payload, priority=5, *, event_type=None, message_id=None)"
+    )]
     fn publish(
         &self,
         py: Python<'_>,
         topic: &str,
         payload: &Bound<'_, PyAny>,
-        priority: i64,
+        priority: Int,
         event_type: Option<&str>,
         message_id: Option<&str>,
     ) -> PyResult<()> {
         check_topic(topic)?;
-        let pri = self::priority(priority)?;
+        let pri = self::priority(priority.0)?;
         let json = payload::json_text(payload)?;
         event_type.map(check_event_type).transpose()?;
         let request = PublishRequest {
@@ -223,10 +238,11 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: Vec<String>,
+        topics: &Bound<'_, PyAny>,
         presence_data: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
+        let topics = topic_list("topics", topics)?;
         if let Some(data) = presence_data {
             let data = payload::encode(data)?;
             self.call(py, |app| app.update_presence(conn, Some(&data)))?;
@@ -242,9 +258,10 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: Option<Vec<String>>,
+        topics: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
+        let topics = topics.map(|list| topic_list("topics", list)).transpose()?;
         self.call(py, move |app| {
             let names: Option<Vec<&str>> =
                 topics.as_ref().map(|list| list.iter().map(String::as_str).collect());
@@ -257,11 +274,14 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        allow: Option<Vec<String>>,
-        deny: Option<Vec<String>>,
-        publish: Option<Vec<String>>,
+        allow: Option<&Bound<'_, PyAny>>,
+        deny: Option<&Bound<'_, PyAny>>,
+        publish: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
+        let allow = allow.map(|list| topic_list("allow", list)).transpose()?;
+        let deny = deny.map(|list| topic_list("deny", list)).transpose()?;
+        let publish = publish.map(|list| topic_list("publish", list)).transpose()?;
         let rules = (allow.is_some() || deny.is_some() || publish.is_some()).then(|| TopicRules {
             allow: allow.unwrap_or_default(),
             deny: deny.unwrap_or_default(),
@@ -270,8 +290,11 @@ impl RustWSEServer {
         self.call(py, move |app| app.set_topic_acl(conn, rules))
     }
 
-    #[pyo3(signature = (conn_id, code=1000, reason=""))]
-    fn disconnect(&self, py: Python<'_>, conn_id: &str, code: i64, reason: &str) -> PyResult<()> {
+    #[pyo3(
+        signature = (conn_id, code=Int(1000), reason=""),
+        text_signature = "($self, conn_id, code=1000, reason=\"\")"
+    )]
+    fn disconnect(&self, py: Python<'_>, conn_id: &str, code: Int, reason: &str) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
         let code = close_code("code", code)?;
         self.call(py, move |app| app.disconnect(conn, code, reason))
@@ -286,8 +309,11 @@ impl RustWSEServer {
         self.call(py, move |app| app.accept(conn, user_id))
     }
 
-    #[pyo3(signature = (conn_id, code=4401, reason=""))]
-    fn reject(&self, py: Python<'_>, conn_id: &str, code: i64, reason: &str) -> PyResult<()> {
+    #[pyo3(
+        signature = (conn_id, code=Int(4401), reason=""),
+        text_signature = "($self, conn_id, code=4401, reason=\"\")"
+    )]
+    fn reject(&self, py: Python<'_>, conn_id: &str, code: Int, reason: &str) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
         let code = close_code("code", code)?;
         self.call(py, move |app| app.reject(conn, code, reason))
@@ -298,9 +324,10 @@ impl RustWSEServer {
         &self,
         py: Python<'_>,
         conn_id: &str,
-        topics: Option<Vec<String>>,
+        topics: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let conn = parse_conn(conn_id)?;
+        let topics = topics.map(|list| topic_list("topics", list)).transpose()?;
         let topics = topics.unwrap_or_default();
         self.call(py, move |app| {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -410,17 +437,21 @@ impl RustWSEServer {
     }
 
     /// The dead-letter queue: publications that could not reach the other instances.
-    #[pyo3(signature = (topic=None, limit=100))]
+    #[pyo3(
+        signature = (topic=None, limit=Int(100)),
+        text_signature = "($self, topic=None, limit=100)"
+    )]
     fn dlq_messages<'py>(
         &self,
         py: Python<'py>,
         topic: Option<&str>,
-        limit: i64,
+        limit: Int,
     ) -> PyResult<Bound<'py, PyList>> {
+        let Int(limit) = limit;
         let limit = usize::try_from(limit)
             .ok()
             .filter(|&l| (1..=MAX_DLQ_LIST).contains(&l))
-            .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_DLQ_LIST}")))?;
+            .ok_or_else(|| bad("limit", &format!("must be 1 to {MAX_DLQ_LIST}, got {limit}")))?;
         let topic = topic.map(str::to_owned);
         let letters = self.call(py, move |app| app.dlq_messages(topic.as_deref(), limit))?;
         let list = PyList::empty(py);
@@ -509,6 +540,18 @@ impl RustWSEServer {
     }
 }
 
+/// Topic names given as argument `name`: a list (or any sequence) of `str`. A `str` alone is
+/// refused: read as a sequence it would be its characters.
+fn topic_list(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if value.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!("{name} must be a list of str, not a str")));
+    }
+    value.extract::<Vec<String>>().map_err(|_| {
+        let type_name = value.get_type().name().map_or_else(|_| "?".into(), |n| n.to_string());
+        PyTypeError::new_err(format!("{name} must be a list of str, got {type_name}"))
+    })
+}
+
 /// The parts of a WSE message given as a mapping: `t` (or `type`), `p` (or `payload`),
 /// and optionally `pri` and `cid`.
 fn event_parts(event: &Bound<'_, PyAny>) -> PyResult<(String, String, Priority, Option<String>)> {
@@ -524,7 +567,10 @@ fn event_parts(event: &Bound<'_, PyAny>) -> PyResult<(String, String, Priority, 
         None => "{}".to_owned(),
     };
     let pri = match item(event, "pri", "priority")? {
-        Some(pri) => priority(pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?)?,
+        Some(pri) => {
+            let Int(pri) = pri.extract().map_err(|_| bad("event", "'pri' must be an int"))?;
+            priority(pri)?
+        }
         None => Priority::Normal,
     };
     let cid: Option<String> = match item(event, "cid", "correlation_id")? {
@@ -611,7 +657,7 @@ pub(crate) fn check_id(id: &str) -> PyResult<Box<str>> {
 }
 
 /// A priority from Python: 1 to 10, read as the wire reads it (PROTOCOL.md §3).
-pub(crate) fn priority(value: i64) -> PyResult<Priority> {
+pub(crate) fn priority(value: i128) -> PyResult<Priority> {
     u64::try_from(value)
         .ok()
         .filter(|p| (1..=10).contains(p))
@@ -621,5 +667,7 @@ pub(crate) fn priority(value: i64) -> PyResult<Priority> {
 
 /// The most events one `drain_inbound` call may ask for.
 const MAX_BATCH: usize = 1 << 20;
+/// The longest `drain_inbound` wait, in milliseconds: a day.
+const MAX_DRAIN_WAIT_MS: u64 = 86_400_000;
 /// The most dead letters one `dlq_messages` call lists (1,000 per topic are kept).
 const MAX_DLQ_LIST: usize = 100_000;

@@ -35,9 +35,21 @@ from wse_server import RustWSEServer, dumps, to_jsonable
             ValueError,
             "max_message_size must be an integer >= 125",
         ),
-        ({"ping_interval": 0}, ValueError, "ping_interval must be a positive number"),
-        ({"idle_timeout": -1.5}, ValueError, "idle_timeout must be a positive number"),
-        ({"idle_timeout": float("nan")}, ValueError, "idle_timeout must be a positive"),
+        (
+            {"ping_interval": 0},
+            ValueError,
+            "ping_interval must be a number of seconds above 0",
+        ),
+        (
+            {"idle_timeout": -1.5},
+            ValueError,
+            "idle_timeout must be a number of seconds above 0",
+        ),
+        (
+            {"idle_timeout": float("nan")},
+            ValueError,
+            "idle_timeout must be a number of seconds",
+        ),
         ({"jwt_secret": b"short"}, ValueError, "jwt_secret"),
         ({"jwt_issuer": "me"}, ValueError, "jwt_secret is needed"),
         (
@@ -50,7 +62,7 @@ from wse_server import RustWSEServer, dumps, to_jsonable
         ({"auth_failure_mode": "maybe"}, ValueError, "auth_failure_mode"),
         ({"compression_level": 0}, ValueError, "compression_level must be 1 to 9"),
         ({"rate_limit_refill": 0}, ValueError, "rate_limit_refill"),
-        ({"shards": 0}, ValueError, "shards must be at least 1"),
+        ({"shards": 0}, ValueError, "shards must be 1 to 1024, got 0"),
         ({"shards": 1, "cores": [0]}, ValueError, "not both"),
         ({"cores": [10_000]}, ValueError, "core 10000 is not online"),
         ({"path": "wse"}, ValueError, "path must start with '/'"),
@@ -76,12 +88,80 @@ from wse_server import RustWSEServer, dumps, to_jsonable
         ({"redis_url": "http://x"}, ValueError, "redis_url"),
         ({"redis_url": "redis://x", "redis_prefix": "a b"}, ValueError, "redis_prefix"),
         ({"redis_timeout": 0}, ValueError, "redis_timeout"),
+        # An int of the right type but out of range is a ValueError with the rule.
+        ({"shards": -1}, ValueError, "shards must be 1 to 1024, got -1"),
+        ({"shards": 2**70}, ValueError, f"shards must be 1 to 1024, got {2**70}"),
+        ({"cores": [-1]}, ValueError, "cores core -1 is not online"),
+        ({"cores": [2**70]}, ValueError, f"cores core {2**70} is not online"),
+        (
+            {"max_connections": 2**70},
+            ValueError,
+            f"max_connections must be an integer >= 1 and <= {2**64 - 1}, got {2**70}",
+        ),
+        ({"recovery_memory_budget": -(2**70)}, ValueError, "recovery_memory_budget"),
+        ({"compression_level": 2**70}, ValueError, "compression_level must be 1 to 9"),
+        ({"redis_breaker_threshold": 2**70}, ValueError, "redis_breaker_threshold"),
+        ({"rate_limit_capacity": 2**70}, ValueError, "must be 1 to 1e18 messages"),
+        (
+            {"handshake_timeout": 1e300},
+            ValueError,
+            "handshake_timeout must be a number of seconds above 0 and at most "
+            "31536000 (a year)",
+        ),
+        (
+            {"jwt_secret": "k" * 32, "jwt_previous_secret": "short"},
+            ValueError,
+            "jwt_previous_secret: .*previous key is 5 bytes",
+        ),
+        # The rules below are the `wse-server` ones (Config::validate), shared by both.
+        (
+            {"signing_secret": b""},
+            ValueError,
+            "signing_secret is 0 bytes; at least 32 are required",
+        ),
+        (
+            {"signing_secret": "short"},
+            ValueError,
+            "signing_secret is 5 bytes; at least 32 are required",
+        ),
+        ({"path": "/a b"}, ValueError, "path must start with '/' and be visible ASCII"),
+        (
+            {"path": "/\x00"},
+            ValueError,
+            "path must start with '/' and be visible ASCII",
+        ),
+        (
+            {"jwt_cookie_name": "a\x00"},
+            ValueError,
+            "jwt_cookie_name must be a cookie name (an RFC 6265 token",
+        ),
+        (
+            {"allowed_origins": [""]},
+            ValueError,
+            'allowed_origins entry "" is not an origin: scheme://host',
+        ),
+        (
+            {"allowed_origins": ["https://ok.example", "not a url"]},
+            ValueError,
+            'allowed_origins entry "not a url" is not an origin',
+        ),
+        (
+            {"redis_url": "http://x"},
+            ValueError,
+            'redis_url must be redis://.*; the scheme "http" is not one of them',
+        ),
+        (
+            {"redis_url": "rediss://x"},
+            ValueError,
+            "redis_url rediss:// (TLS) is not supported by this build: use redis://",
+        ),
+        ({"redis_url": "redis://"}, ValueError, "redis_url .*names no host"),
     ],
 )
 def test_bad_options_are_refused_with_the_argument_named(
     options: dict[str, Any], error: type[Exception], text: str
 ) -> None:
-    with pytest.raises(error, match=text.replace("(", r"\(")):
+    with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")):
         RustWSEServer("127.0.0.1", 0, **options)
 
 
@@ -90,6 +170,45 @@ def test_host_and_port_are_checked() -> None:
         RustWSEServer("localhost", 0)
     with pytest.raises(ValueError, match="port must be 0 to 65535"):
         RustWSEServer("127.0.0.1", 70_000)
+    with pytest.raises(ValueError, match=f"port must be 0 to 65535, got {2**70}"):
+        RustWSEServer("127.0.0.1", 2**70)
+
+
+def test_method_arguments_out_of_range_name_the_argument_and_the_range() -> None:
+    server = RustWSEServer("127.0.0.1", 0)
+    with pytest.raises(ValueError, match=f"code must be a close code .*got {2**70}"):
+        server.disconnect("1", 2**70)
+    with pytest.raises(ValueError, match=f"code must be a close code .*got {-(2**70)}"):
+        server.reject("1", -(2**70))
+    with pytest.raises(
+        ValueError, match=f"max_count must be 1 to 1048576, got {2**70}"
+    ):
+        server.drain_inbound(2**70, 10)
+    with pytest.raises(ValueError, match=f"timeout_ms must be 0 to 86400000 .*{2**70}"):
+        server.drain_inbound(1, 2**70)
+    with pytest.raises(ValueError, match=f"priority must be 1 to 10, got {2**70}"):
+        server.publish("t", {}, 2**70)
+    with pytest.raises(ValueError, match=f"limit must be 1 to 100000, got {2**70}"):
+        server.dlq_messages(limit=2**70)
+    with pytest.raises(ValueError, match=r"at most 31536000 \(a year\)"):
+        server.drain(4300, 1e300)
+
+
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda s: s.subscribe_connection("1", "abc"), "topics"),
+        (lambda s: s.unsubscribe_connection("1", "abc"), "topics"),
+        (lambda s: s.snapshot_complete("1", "abc"), "topics"),
+        (lambda s: s.set_topic_acl("1", allow="abc"), "allow"),
+        (lambda s: s.set_topic_acl("1", deny="abc"), "deny"),
+        (lambda s: s.set_topic_acl("1", publish="abc"), "publish"),
+    ],
+)
+def test_topics_must_be_a_list_of_str_not_a_str(call: Any, name: str) -> None:
+    server = RustWSEServer("127.0.0.1", 0)
+    with pytest.raises(TypeError, match=f"^{name} must be a list of str, not a str$"):
+        call(server)
 
 
 def test_good_options_are_taken() -> None:

@@ -411,11 +411,15 @@ impl Config {
     /// Checks cross-field rules; every message names the setting that is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::Config(msg));
-        if self.cores.is_empty() {
-            return bad("at least one shard is needed (cores or shards)".into());
+        if self.cores.is_empty() || self.cores.len() > MAX_SHARDS {
+            return bad(format!("shards must be 1 to {MAX_SHARDS} (cores or shards)"));
         }
-        if !self.path.starts_with('/') {
-            return bad(format!("path must start with '/', got {:?}", self.path));
+        if !is_url_path(&self.path) {
+            return bad(format!(
+                "path must start with '/' and be visible ASCII without spaces or control \
+                 characters, got {:?}",
+                self.path
+            ));
         }
         if self.path == "/health" || self.path == "/metrics" {
             return bad(format!("path {:?} is reserved for the HTTP endpoints", self.path));
@@ -504,8 +508,26 @@ impl Security {
         if !self.rate_limit_refill.is_finite() || self.rate_limit_refill <= 0.0 {
             return bad("rate_limit_refill must be a positive number of messages per second");
         }
-        if self.cookie_name.is_empty() || self.cookie_name.contains([';', '=', ' ']) {
-            return bad("jwt_cookie_name must be a non-empty cookie name");
+        if !is_cookie_name(&self.cookie_name) {
+            return Err(Error::Config(format!(
+                "jwt_cookie_name must be a cookie name (an RFC 6265 token: visible ASCII \
+                 without separators such as ; = , or spaces), got {:?}",
+                self.cookie_name
+            )));
+        }
+        if let Some(secret) = &self.signing_secret {
+            if secret.0.len() < MIN_SIGNING_SECRET_BYTES {
+                return Err(Error::Config(format!(
+                    "signing_secret is {} bytes; at least {MIN_SIGNING_SECRET_BYTES} are required",
+                    secret.0.len()
+                )));
+            }
+        }
+        if let Some(origin) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(Error::Config(format!(
+                "allowed_origins entry {origin:?} is not an origin: scheme://host[:port], \
+                 without path, e.g. https://app.example"
+            )));
         }
         if self.require_signed_inbound && self.signing_secret.is_none() {
             // E2E connections sign with their own key; the others need the shared secret.
@@ -1078,12 +1100,43 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-/// Converts a positive, finite number of seconds into a [`Duration`].
+/// Converts a positive, finite number of seconds, at most a year, into a [`Duration`].
 pub fn seconds(value: f64, name: &str) -> Result<Duration, Error> {
-    if !value.is_finite() || value <= 0.0 || value > 86_400.0 * 365.0 {
-        return Err(Error::Config(format!("{name} must be a positive number of seconds")));
+    if !value.is_finite() || value <= 0.0 || value > MAX_SECONDS {
+        return Err(Error::Config(format!(
+            "{name} must be a number of seconds above 0 and at most {MAX_SECONDS} (a year)"
+        )));
     }
     Ok(Duration::from_secs_f64(value))
+}
+
+/// An absolute URL path a request line can carry: `/` then visible ASCII, so no spaces,
+/// control characters or non-ASCII text that no client would send unescaped.
+fn is_url_path(path: &str) -> bool {
+    path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A cookie name: an RFC 6265 `token` (RFC 2616 §2.2), visible ASCII without separators.
+fn is_cookie_name(name: &str) -> bool {
+    let separator = |b: u8| b"()<>@,;:\\\"/[]?={}".contains(&b);
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !separator(b))
+}
+
+/// An origin as browsers send it (RFC 6454): `scheme://host[:port]`, nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else { return false };
+    let scheme_char = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
+    if !scheme.starts_with(|c: char| c.is_ascii_alphabetic()) || !scheme.chars().all(scheme_char) {
+        return false;
+    }
+    // The port is what follows the last ':' outside an IPv6 literal's brackets.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    let host_char = |c: char| c.is_ascii_alphanumeric() || "-._[]:".contains(c);
+    let host_ok = !host.is_empty() && host.chars().all(host_char);
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 fn set_secs(slot: &mut Duration, value: Option<f64>, name: &str) -> Result<(), Error> {
@@ -1104,7 +1157,9 @@ fn set_cores(
             *slot = checked_cores(list)?;
             Ok(())
         }
-        (None, Some(0)) => Err(Error::Config("shards must be at least 1".into())),
+        (None, Some(n)) if n == 0 || n > MAX_SHARDS => {
+            Err(Error::Config(format!("shards must be 1 to {MAX_SHARDS}")))
+        }
         (None, Some(n)) => {
             *slot = spread_cores(n);
             Ok(())
@@ -1144,6 +1199,13 @@ fn checked_cores(list: Vec<usize>) -> Result<Vec<usize>, Error> {
     Ok(list)
 }
 
+/// The most shards one server runs (`shards`, or entries of `cores`).
+pub const MAX_SHARDS: usize = 1024;
+/// The shortest `signing_secret`, as for an HS256 JWT secret: 256 bits.
+pub const MIN_SIGNING_SECRET_BYTES: usize = 32;
+/// The longest time setting, in seconds: a year.
+pub const MAX_SECONDS: f64 = 86_400.0 * 365.0;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1181,6 +1243,71 @@ mod tests {
         assert!(cli(&["--path", "wse"]).is_err());
         assert!(cli(&["--path", "/health"]).is_err());
         assert!(cli(&["--shards", "0"]).is_err());
+    }
+
+    #[test]
+    fn rejects_paths_a_request_line_cannot_carry() {
+        assert!(cli(&["--path", "/ws/v1-a_b.c~"]).is_ok());
+        for path in ["/a b", "/\0", "/tab\there", "/caf\u{e9}", ""] {
+            let error = cli(&["--path", path]).expect_err(path).to_string();
+            assert!(error.contains("path must start with '/' and be visible ASCII"), "{error}");
+        }
+    }
+
+    #[test]
+    fn rejects_cookie_names_that_are_not_rfc_6265_tokens() {
+        assert!(cli(&["--jwt-cookie-name", "__Host-session_1"]).is_ok());
+        for name in ["", "a\0", "a b", "a;b", "a=b", "a,b", "(a)", "a\"b", "caf\u{e9}"] {
+            let error = cli(&["--jwt-cookie-name", name]).expect_err(name).to_string();
+            assert!(error.contains("jwt_cookie_name must be a cookie name"), "{error}");
+        }
+    }
+
+    #[test]
+    fn rejects_signing_secrets_shorter_than_32_bytes() {
+        assert!(cli(&["--signing-secret", &"s".repeat(32)]).is_ok());
+        for secret in ["", "short", &"s".repeat(31)] {
+            let error = cli(&["--signing-secret", secret]).expect_err(secret).to_string();
+            let want = format!("signing_secret is {} bytes; at least 32", secret.len());
+            assert!(error.contains(&want), "{error}");
+        }
+    }
+
+    #[test]
+    fn rejects_allowed_origins_that_are_not_origins() {
+        let good = "https://app.example,http://localhost:8080,http://[::1]:3000,http://10.0.0.1";
+        assert_eq!(
+            cli(&["--allowed-origins", good]).expect("valid").security.allowed_origins.len(),
+            4
+        );
+        let bad = [
+            "",
+            "not a url",
+            "app.example",
+            "https://",
+            "https://app.example/",
+            "https://app.example/path",
+            "https://app.example:99999",
+            "https://a b.example",
+            "1http://app.example",
+        ];
+        for origin in bad {
+            let c = Config {
+                security: Security { allowed_origins: vec![origin.into()], ..Security::default() },
+                ..Config::default()
+            };
+            let error = c.validate().expect_err(origin).to_string();
+            assert!(error.contains("is not an origin: scheme://host[:port]"), "{error}");
+        }
+    }
+
+    #[test]
+    fn times_name_their_bounds() {
+        let error = seconds(1e300, "drain timeout").expect_err("over a year").to_string();
+        assert!(error.contains("above 0 and at most 31536000 (a year)"), "{error}");
+        assert!(seconds(31_536_000.0, "t").is_ok());
+        let error = cli(&["--shards", "2000"]).expect_err("too many").to_string();
+        assert!(error.contains("shards must be 1 to 1024"), "{error}");
     }
 
     #[test]

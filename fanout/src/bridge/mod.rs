@@ -149,9 +149,7 @@ impl BridgeConfig {
     /// globs are topic globs, the numbers are positive.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |message: String| Err(Error::BridgeConfig(message));
-        if let Err(e) = redis::Client::open(self.url.as_str()) {
-            return bad(format!("redis_url cannot be used: {:?}", e.kind()));
-        }
+        check_url(&self.url).map_err(|rule| Error::BridgeConfig(format!("redis_url {rule}")))?;
         let plain = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
         if self.prefix.is_empty() || !self.prefix.chars().all(plain) {
             return bad("redis_prefix must be letters, digits, '_', '-', '.' or ':'".into());
@@ -626,6 +624,33 @@ fn client(url: &str) -> redis::RedisResult<redis::Client> {
     redis::Client::open(info.set_redis_settings(settings))
 }
 
+/// Whether `url` names a Redis this build can reach; the rule it breaks otherwise. The URL
+/// itself stays out of the message: it may hold a password.
+fn check_url(url: &str) -> Result<(), String> {
+    let form = "must be redis://[[user]:password@]host[:port][/db] or unix:///path/to.sock";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(form.to_owned());
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix" => {}
+        "rediss" | "valkeys" => {
+            return Err(format!("{scheme}:// (TLS) is not supported by this build: use redis://"));
+        }
+        _ => return Err(format!("{form}; the scheme {scheme:?} is not one of them")),
+    }
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let tcp = !scheme.to_ascii_lowercase().ends_with("unix");
+    if tcp && (host.is_empty() || host.starts_with(['/', ':'])) {
+        return Err(format!("{form}; it names no host"));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        // The crate's message reads "<what> - <kind>"; the kind adds nothing here.
+        let text = e.to_string();
+        let what = text.split(" - ").next().unwrap_or(&text).to_owned();
+        format!("cannot be used: {what}")
+    })
+}
+
 /// Milliseconds since the Unix epoch.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -656,9 +681,17 @@ mod tests {
     fn validation_names_what_is_wrong() {
         assert!(BridgeConfig::new("redis://127.0.0.1:6379/0").validate().is_ok());
         assert!(BridgeConfig::new("unix:///run/redis.sock").validate().is_ok());
-        for url in ["http://x", "rediss://x", "not a url"] {
+        for (url, rule) in [
+            ("http://x", "scheme \"http\" is not one of them"),
+            ("rediss://x", "rediss:// (TLS) is not supported"),
+            ("not a url", "must be redis://"),
+            ("redis://", "names no host"),
+            ("redis://:secret@", "names no host"),
+            ("redis://h/notadb", "cannot be used: Invalid database number"),
+        ] {
             let error = BridgeConfig::new(url).validate().expect_err(url).to_string();
-            assert!(error.contains("redis_url"), "{error}");
+            assert!(error.contains("redis_url") && error.contains(rule), "{error}");
+            assert!(!error.contains("secret"), "the URL stays out of the message: {error}");
         }
         let mut c = BridgeConfig::new("redis://h");
         c.topics = vec!["a b".into()];

@@ -156,13 +156,22 @@ class RustWSEServer:
         """Checks the options; nothing listens until `start()`.
 
         `host` is an IP address and `port` 0 to 65535 (0 picks a free port, see
-        `local_addr`). Selected options:
+        `local_addr`). A value of the wrong type raises `TypeError`; one of the
+        right type that breaks a rule (an int out of range included) raises
+        `ValueError` naming the argument and the rule. The rules are those of the
+        `wse-server` binary's flags of the same names. Times are seconds above 0
+        and at most a year. Selected options:
 
-        - `shards` (one per online core by default) or `cores` (one shard pinned
-          to each listed core).
+        - `path`: `/` then visible ASCII (no spaces or control characters).
+        - `shards` (1 to 1024; one per online core by default) or `cores` (one
+          shard pinned to each listed online core).
         - `jwt_secret` turns JWT validation on: an HS256 secret of at least 32
-          bytes, or a PEM public key with `jwt_algorithm` RS256 or ES256. Tokens
-          are read from the `jwt_cookie_name` cookie, then `Authorization: Bearer`.
+          bytes, or a PEM public key with `jwt_algorithm` RS256 or ES256;
+          `jwt_previous_secret` follows the same rule. Tokens are read from the
+          `jwt_cookie_name` cookie (an RFC 6265 token: visible ASCII without
+          separators), then `Authorization: Bearer`.
+        - `allowed_origins`: each an origin, `scheme://host[:port]` without a path.
+        - `signing_secret`: an HMAC-SHA256 key of at least 32 bytes.
         - `recovery_*`: topic history for reconnecting clients (on by default).
         - `max_inbound_queue_size` / `max_inbound_queue_bytes`: events waiting per
           shard for `drain_inbound`; when they are reached the shard stops reading
@@ -170,7 +179,8 @@ class RustWSEServer:
         - `control_capacity` / `publish_timeout`: calls waiting per shard, and how
           long a call waits for room before `ServerBusyError`.
         - `require_accept`: every connection waits for `accept` or `reject`.
-        - `redis_url` (`redis://[:password@]host:port/db`): scale-out. Every
+        - `redis_url` (`redis://[[user]:password@]host[:port][/db]`, or
+          `unix:///path/to.sock`; `rediss://` (TLS) is not supported): scale-out. Every
           publication of a topic matching `redis_topics` (globs, all by default)
           reaches every instance on the same Redis, in one order stamped by Redis;
           while Redis is unreachable this instance stamps locally and keeps dead
@@ -198,8 +208,9 @@ class RustWSEServer:
     def drain(self, close_code: int = 4300, timeout: float = 30.0) -> bool:
         """Lame-duck shutdown before a deploy: stops accepting, closes every
         connection with `close_code` (clients reconnect elsewhere), and waits up to
-        `timeout` seconds for the shards to finish. Returns False when they had not
-        finished in time (or nothing ran). The server is stopped afterwards.
+        `timeout` seconds (above 0, at most a year) for the shards to finish.
+        Returns False when they had not finished in time (or nothing ran). The
+        server is stopped afterwards.
         """
 
     def is_running(self) -> bool:
@@ -211,7 +222,8 @@ class RustWSEServer:
     def drain_inbound(self, max_count: int = 256, timeout_ms: int = 50) -> list[_Event]:
         """Up to `max_count` events from all shards, oldest first per connection.
 
-        Waits up to `timeout_ms` milliseconds when none is ready, without the GIL
+        `max_count` is 1 to 1048576. Waits up to `timeout_ms` milliseconds (0 to
+        86400000, a day) when none is ready, without the GIL
         and without spinning; returns `[]` on timeout, and at once after `stop()`
         once nothing is left. Events are `(kind, conn_id, data)`:
 
@@ -297,7 +309,8 @@ class RustWSEServer:
         `max_subscriptions_per_connection`, raises `ValueError` naming it; topics
         past the limit counted with the connection's existing subscriptions are
         left out by its shard. `presence_data` sets the connection's presence data
-        first."""
+        first. Topic arguments here and below are lists of str; a str alone raises
+        `TypeError`."""
 
     def unsubscribe_connection(
         self, conn_id: str, topics: list[str] | None = None
