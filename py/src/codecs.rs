@@ -42,6 +42,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(check_close_code, m)?)?;
     m.add_function(wrap_pyfunction!(check_priority, m)?)?;
     m.add_function(wrap_pyfunction!(check_event_type, m)?)?;
+    m.add_function(wrap_pyfunction!(check_publication_type, m)?)?;
     m.add_function(wrap_pyfunction!(check_message_id, m)?)?;
     m.add_function(wrap_pyfunction!(check_json, m)?)?;
     m.add_class::<KeyExchange>()?;
@@ -145,6 +146,13 @@ fn check_priority(priority: Int) -> PyResult<i64> {
 #[pyfunction]
 fn check_event_type(event_type: &str) -> PyResult<()> {
     server::check_event_type(event_type)
+}
+
+/// Raises `ValueError` when `t`, the type a topic publication goes out with (its
+/// `event_type`, else the topic name), is one of the engine's own message types.
+#[pyfunction]
+fn check_publication_type(t: &str) -> PyResult<()> {
+    server::check_publication_type(t)
 }
 
 /// Raises `ValueError` unless `message_id` is 1 to 128 bytes of UTF-8.

@@ -24,7 +24,7 @@ use pyo3::types::{PyDict, PyList, PyMapping, PyString};
 use sonic_rs::{JsonValueTrait, Value};
 use wse_fanout::mesh::PublishRequest;
 use wse_protocol::auth::TopicRules;
-use wse_protocol::envelope::Priority;
+use wse_protocol::envelope::{self, Priority};
 use wse_protocol::topic::validate_topic;
 use wse_shard::{App, Config, Server};
 
@@ -222,6 +222,7 @@ impl RustWSEServer {
         let pri = self::priority(priority.0)?;
         let json = payload::json_text(payload)?;
         event_type.map(check_event_type).transpose()?;
+        check_publication_type(event_type.unwrap_or(topic))?;
         let request = PublishRequest {
             topic: topic.into(),
             event_type: event_type.map(Into::into),
@@ -613,6 +614,7 @@ fn request_from_message(topic: &str, json: &str) -> PyResult<PublishRequest> {
         });
     };
     let event_type = field("t", "type").and_then(|t| t.as_str()).filter(|t| !t.is_empty());
+    check_publication_type(event_type.unwrap_or(topic))?;
     let pri = field("pri", "priority")
         .and_then(|p| p.as_u64())
         .map_or(Priority::Normal, Priority::from_wire);
@@ -646,6 +648,18 @@ pub(crate) fn check_event_type(t: &str) -> PyResult<()> {
         return Err(bad("event_type", &format!("must not be empty, got {t:?}")));
     }
     Ok(())
+}
+
+/// The type a topic publication goes out with (its `event_type`, else the topic name):
+/// not one of the engine's own (`wse_protocol::envelope::check_publication_type`).
+pub(crate) fn check_publication_type(t: &str) -> PyResult<()> {
+    envelope::check_publication_type(t).map_err(|_| {
+        let rule = format!(
+            "{t:?} is reserved for the engine's own messages (without an event_type, the \
+             topic name is the type): subscribers would take the publication for one"
+        );
+        bad("event_type", &rule)
+    })
 }
 
 /// A publisher-given message id: 1 to 128 bytes.

@@ -460,6 +460,14 @@ def test_a_str_payload_is_json_text_only_for_publish(serve: Serve) -> None:
             third = await next_message(ws)
             assert third["p"] == "2" and third["o"] == 2
 
+            # A client may not publish as the engine: no system message reaches anyone.
+            reserved = {"topic": "h", "data": {}, "type": "server_ready"}
+            await ws.send(json.dumps({"t": "publish", "p": reserved}))
+            refused = await next_message(ws)
+            assert refused["t"] == "error"
+            assert refused["p"]["code"] == "INVALID_MESSAGE"
+            assert "reserved" in refused["p"]["message"]
+
     asyncio.run(scenario())
 
 
@@ -525,6 +533,9 @@ def test_publish_and_disconnect_refuse_what_the_standalone_server_refuses(
         {"priority": 5.5},
         {"priority": 0},
         {"payload": "{x"},
+        {"event_type": "ping"},
+        {"event_type": "server_ready"},
+        {"topic": "error"},
     ]
 
     async def scenario() -> None:

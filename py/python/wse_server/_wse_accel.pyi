@@ -29,6 +29,7 @@ __all__ = [
     "check_json",
     "check_message_id",
     "check_priority",
+    "check_publication_type",
     "check_topic",
     "compress_c_frame",
     "glob_match",
@@ -521,6 +522,11 @@ def check_priority(priority: int) -> int:
 
 def check_event_type(event_type: str) -> None:
     """Raises `ValueError` when a publisher-given `event_type` is empty."""
+
+def check_publication_type(t: str) -> None:
+    """Raises `ValueError` when `t`, the type a topic publication goes out with
+    (its `event_type`, else the topic name), is one of the engine's own message
+    types (PROTOCOL.md section 3's `WSE` category)."""
 
 def check_message_id(message_id: str) -> None:
     """Raises `ValueError` unless `message_id` is 1 to 128 bytes of UTF-8."""

@@ -28,6 +28,7 @@ from wse_server._payload import dumps
 from wse_server._wse_accel import (
     TopicAcl,
     TopicFilter,
+    check_publication_type,
     check_topic,
     glob_match,
     inflate_zlib,
@@ -362,10 +363,14 @@ class Connection:
             return
         # The client's data is a JSON value already: a str in it is a JSON string.
         event_type = payload.get("type")
+        event_type = event_type if isinstance(event_type, str) else None
+        try:
+            check_publication_type(topic if event_type is None else event_type)
+        except ValueError as e:
+            self._error("INVALID_MESSAGE", str(e))
+            return
         await self.router.publish_json(
-            topic,
-            dumps(payload.get("data")),
-            event_type=event_type if isinstance(event_type, str) else None,
+            topic, dumps(payload.get("data")), event_type=event_type
         )
 
     async def _forward(self, envelope: dict[str, Any]) -> None:

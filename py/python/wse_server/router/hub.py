@@ -42,6 +42,7 @@ from wse_server._wse_accel import (
     check_json,
     check_message_id,
     check_priority,
+    check_publication_type,
     check_topic,
     glob_match,
 )
@@ -120,7 +121,8 @@ class WSERouter(APIRouter):
 
         The arguments follow `RustWSEServer.publish`, checked by the same code:
         `payload` by the conversion rules, but a `str` is JSON text (`ValueError`
-        saying where when it is not); `event_type` not empty; `message_id` 1 to 128
+        saying where when it is not); `event_type` not empty and not one of the
+        engine's own types (nor, without it, the topic's name); `message_id` 1 to 128
         bytes; `priority` 1 to 10. A wrong type raises `TypeError`, a bad value
         `ValueError`, before anything is sent or counted.
         """
@@ -131,6 +133,7 @@ class WSERouter(APIRouter):
             check_event_type(event_type)
         if message_id is not None:
             check_message_id(message_id)
+        check_publication_type(topic if event_type is None else event_type)
         return await self.publish_json(
             topic,
             payload_json,
