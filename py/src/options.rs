@@ -25,6 +25,8 @@ use wse_protocol::close::is_valid_close_code;
 use wse_shard::config::{AuthFailureMode, JwtSettings, Secret, TlsFiles, MAX_SHARDS};
 use wse_shard::Config;
 
+use crate::errors::to_py;
+
 /// Builds the engine's configuration from the constructor's arguments.
 pub(crate) fn config(
     host: &str,
@@ -46,7 +48,7 @@ pub(crate) fn config(
     tls(&mut args, &mut c)?;
     redis(&mut args, &mut c)?;
     args.finish()?;
-    c.validate().map_err(config_error)?;
+    c.validate().map_err(to_py)?;
     Ok(c)
 }
 
@@ -275,15 +277,7 @@ pub(crate) fn close_code(name: &str, Int(code): Int) -> PyResult<u16> {
 /// Seconds from Python as a [`Duration`]: finite, positive, at most a year (the
 /// `wse-server` rule).
 pub(crate) fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    wse_shard::config::seconds(value, name).map_err(config_error)
-}
-
-/// A `ValueError` from the engine's configuration check, whose message names the setting.
-fn config_error(e: wse_shard::Error) -> PyErr {
-    match e {
-        wse_shard::Error::Config(message) => PyValueError::new_err(message),
-        other => PyValueError::new_err(other.to_string()),
-    }
+    wse_shard::config::seconds(value, name).map_err(to_py)
 }
 
 /// A `ValueError` naming the argument and the rule it broke.
