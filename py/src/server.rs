@@ -222,7 +222,6 @@ impl RustWSEServer {
         let pri = self::priority(priority.0)?;
         let json = payload::json_text(payload)?;
         event_type.map(check_event_type).transpose()?;
-        check_publication_type(event_type.unwrap_or(topic))?;
         let request = PublishRequest {
             topic: topic.into(),
             event_type: event_type.map(Into::into),
@@ -614,7 +613,6 @@ fn request_from_message(topic: &str, json: &str) -> PyResult<PublishRequest> {
         });
     };
     let event_type = field("t", "type").and_then(|t| t.as_str()).filter(|t| !t.is_empty());
-    check_publication_type(event_type.unwrap_or(topic))?;
     let pri = field("pri", "priority")
         .and_then(|p| p.as_u64())
         .map_or(Priority::Normal, Priority::from_wire);
@@ -651,15 +649,11 @@ pub(crate) fn check_event_type(t: &str) -> PyResult<()> {
 }
 
 /// The type a topic publication goes out with (its `event_type`, else the topic name):
-/// not one of the engine's own (`wse_protocol::envelope::check_publication_type`).
+/// not one of the engine's own. The engine checks every publication itself
+/// (`App::publish_request`); this is the same check, with the same message, for router
+/// mode, which publishes without the engine.
 pub(crate) fn check_publication_type(t: &str) -> PyResult<()> {
-    envelope::check_publication_type(t).map_err(|_| {
-        let rule = format!(
-            "{t:?} is reserved for the engine's own messages (without an event_type, the \
-             topic name is the type): subscribers would take the publication for one"
-        );
-        bad("event_type", &rule)
-    })
+    envelope::check_publication_type(t).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 /// A publisher-given message id: 1 to 128 bytes.
